@@ -1,0 +1,188 @@
+"""OoD detection metric over a multi-source test set (``OoDConcatDataset``)."""
+import json
+import os
+import os.path as osp
+from collections import OrderedDict, defaultdict
+from io import StringIO
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmpretrain.registry import METRICS
+
+from .functional import ood_metrics
+from .plots import save_ood_plot
+
+METRIC_KEYS = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
+
+
+def _scalar(value) -> float:
+    return float(value.item() if hasattr(value, 'item') else value)
+
+
+@METRICS.register_module()
+class OoDMetric(BaseMetric):
+    """FPR95 / AUROC / AUPR-In / AUPR-Out per OoD set and score, plus ID
+    top-1 accuracy.
+
+    Expects data samples tagged by :class:`OoDConcatDataset`
+    (``ood_source``, ``ood_index``) with ``ood_scores`` from the model's
+    scorers (higher = ID) and, for ID samples, ``pred_label``/``gt_label``.
+    Conventions are those of :func:`cma_ood.evaluation.ood_metrics`: ID is
+    the positive class, figures in percent.
+
+    Samples are keyed by their concatenation index, so the duplicates a
+    distributed sampler pads with never count twice. Non-finite scores are
+    an error naming the score and the dataset.
+
+    Results: ``{score}/{ood set}/{metric}``, ``{score}/mean/{metric}`` (mean
+    over the OoD sets), ``{score}/{group}/{metric}`` for the dataset's
+    ``ood_groups`` and ``accuracy/top1``. A table per score is logged; with
+    an ``out_dir`` (``OoDOutputHook`` sets it to the run's log dir), the
+    full results go to ``ood_results.json`` and, per score and OoD set, a
+    ROC curve and ID-vs-OoD histogram to ``ood_plots/{score}_{set}.png``.
+
+    Args:
+        out_dir (str, optional): where to write JSON and plots.
+        save_plots (bool): write the PNG plots. Defaults to True.
+    """
+    default_prefix = 'ood'
+
+    def __init__(self,
+                 out_dir: Optional[str] = None,
+                 save_plots: bool = True,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None):
+        super().__init__(
+            collect_device=collect_device,
+            prefix=prefix,
+            collect_dir=collect_dir)
+        self.out_dir = out_dir
+        self.save_plots = save_plots
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        for ds in data_samples:
+            if 'ood_source' not in ds or 'ood_scores' not in ds:
+                raise KeyError(
+                    'OoDMetric needs samples with "ood_source" (use '
+                    'OoDConcatDataset) and "ood_scores" (configure '
+                    'ood_scorers in the model)')
+            gt = ds.get('gt_label')
+            pred = ds.get('pred_label')
+            self.results.append(
+                dict(
+                    index=int(ds['ood_index']),
+                    source=ds['ood_source'],
+                    scores={
+                        k: _scalar(v)
+                        for k, v in ds['ood_scores'].items()
+                    },
+                    gt=-1 if gt is None else int(_scalar(gt[0])),
+                    pred=-1 if pred is None else int(_scalar(pred[0]))))
+
+    # ------------------------------------------------------------------
+    def _group(self, results: List[dict]):
+        """Deduplicate by index and gather scores per (score, source)."""
+        seen = set()
+        scores = defaultdict(lambda: defaultdict(list))
+        acc = []
+        id_source = (self.dataset_meta or {}).get('id_source', 'ID')
+        sources = list((self.dataset_meta or {}).get('ood_sources', []))
+        for r in sorted(results, key=lambda r: r['index']):
+            if r['index'] in seen:
+                continue
+            seen.add(r['index'])
+            if r['source'] not in sources:
+                sources.append(r['source'])
+            for name, value in r['scores'].items():
+                scores[name][r['source']].append(value)
+            if r['source'] == id_source and r['gt'] >= 0:
+                acc.append(r['pred'] == r['gt'])
+        return id_source, sources, scores, acc
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        id_source, sources, scores, acc = self._group(results)
+        ood_sources = [s for s in sources if s != id_source]
+        groups = (self.dataset_meta or {}).get('ood_groups', {})
+        metrics = OrderedDict()
+        report = dict(id_source=id_source, scores={}, num_samples={})
+        if acc:
+            metrics['accuracy/top1'] = 100.0 * float(np.mean(acc))
+        for name, by_source in scores.items():
+            if id_source not in by_source:
+                raise ValueError(f'OoDMetric: no ID samples ({id_source!r}) '
+                                 f'were scored with {name!r}')
+            arrays = {s: np.asarray(v, np.float64)
+                      for s, v in by_source.items()}
+            for source, arr in arrays.items():
+                bad = int((~np.isfinite(arr)).sum())
+                if bad:
+                    raise ValueError(
+                        f'OoDMetric: score {name!r} is NaN or infinite for '
+                        f'{bad} of {arr.size} samples of dataset {source!r}')
+            per_set = OrderedDict()
+            for source in ood_sources:
+                if source in arrays:
+                    per_set[source] = ood_metrics(arrays[id_source],
+                                                  arrays[source])
+            summary = OrderedDict(per_set)
+            summary['mean'] = _mean(per_set.values())
+            for group, members in groups.items():
+                member_metrics = [per_set[m] for m in members if m in per_set]
+                if member_metrics:
+                    summary[group] = _mean(member_metrics)
+            for source, vals in summary.items():
+                for key in METRIC_KEYS:
+                    metrics[f'{name}/{source}/{key}'] = vals[key]
+            report['scores'][name] = summary
+            report['num_samples'] = {s: len(v) for s, v in arrays.items()}
+            if self.out_dir and self.save_plots:
+                for source in per_set:
+                    save_ood_plot(
+                        arrays[id_source], arrays[source],
+                        osp.join(self.out_dir, 'ood_plots',
+                                 f'{_safe(name)}_{_safe(source)}.png'),
+                        title=f'{name}: {id_source} vs {source}')
+        if acc:
+            report['id_accuracy_top1'] = metrics['accuracy/top1']
+        print_log('\n' + format_ood_table(report), logger='current')
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+            with open(osp.join(self.out_dir, 'ood_results.json'), 'w') as f:
+                json.dump(report, f, indent=2)
+        return metrics
+
+
+def _mean(per_set) -> Dict[str, float]:
+    per_set = list(per_set)
+    return {k: float(np.mean([m[k] for m in per_set])) for k in METRIC_KEYS}
+
+
+def _safe(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
+
+
+def format_ood_table(report: dict) -> str:
+    """Render the OoD report (as written to JSON) as a text table."""
+    from rich.console import Console
+    from rich.table import Table
+    acc = report.get('id_accuracy_top1')
+    title = 'OoD detection (ID positive, %; FPR95 lower is better)'
+    if acc is not None:
+        title += f' - ID top-1 accuracy {acc:.2f}'
+    table = Table(title=title)
+    for col in ('score', 'OoD set', *METRIC_KEYS, 'N'):
+        table.add_column(col, justify='left' if col in (
+            'score', 'OoD set') else 'right')
+    sizes = report.get('num_samples', {})
+    for name, summary in report['scores'].items():
+        for i, (source, vals) in enumerate(summary.items()):
+            table.add_row(name if i == 0 else '', source,
+                          *[f'{vals[k]:.2f}' for k in METRIC_KEYS],
+                          str(sizes.get(source, '')),
+                          end_section=i == len(summary) - 1)
+    console = Console(file=StringIO(), width=120, force_terminal=False)
+    console.print(table)
+    return console.file.getvalue()

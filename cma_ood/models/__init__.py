@@ -1,0 +1,15 @@
+from .clip_builder import build_clip, list_clip_archs, load_clip_state_dict
+from .losses import CMALoss, cma_loss
+from .multimodal_classifier import MultiModalClassifier
+from .neglabel import mine_negative_labels, neglabel_score
+from .ood_scores import energy_score, max_logit_score, mcm_score, msp_score
+from .scorers import (BaseOoDScorer, EnergyScorer, MaxLogitScorer, MCMScorer,
+                      MSPScorer)
+
+__all__ = [
+    'build_clip', 'list_clip_archs', 'load_clip_state_dict', 'CMALoss',
+    'cma_loss', 'MultiModalClassifier', 'mine_negative_labels',
+    'neglabel_score', 'mcm_score', 'msp_score', 'max_logit_score',
+    'energy_score', 'BaseOoDScorer', 'MCMScorer', 'MSPScorer',
+    'MaxLogitScorer', 'EnergyScorer'
+]

@@ -1,0 +1,213 @@
+"""Build openai-clip ``CLIP`` modules by architecture name.
+
+``build_clip(arch, pretrained)`` returns an fp32 :class:`clip.model.CLIP`:
+
+* ``pretrained=None``: random initialisation (CLIP's own init);
+* ``pretrained='openai'``: OpenAI's weights for ``arch`` through
+  ``clip.load`` (downloads into ``download_root`` where internet exists);
+* ``pretrained='<path>'``: a local OpenAI ``.pt`` TorchScript archive, or a
+  plain state-dict file (``.pt``/``.pth``; a ``state_dict`` /
+  ``model_state_dict`` wrapper and ``module.`` / ``clip.`` prefixes are
+  accepted), loaded with ``weights_only=True``.
+
+Mixed precision comes from MMEngine's AMP, so parameters stay fp32 (unlike
+``clip.load``'s fp16 conversion on GPU).
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import clip
+import torch
+from clip.model import CLIP
+
+# name -> CLIP(...) keyword arguments. The OpenAI entries mirror the shapes of
+# the published checkpoints; the ``tiny-*`` entries are small models for
+# tests and the CPU demo.
+CLIP_ARCHS: Dict[str, dict] = {
+    'RN50': dict(embed_dim=1024, image_resolution=224,
+                 vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, transformer_width=512,
+                 transformer_heads=8, transformer_layers=12),
+    'RN101': dict(embed_dim=512, image_resolution=224,
+                  vision_layers=(3, 4, 23, 3), vision_width=64,
+                  vision_patch_size=None, transformer_width=512,
+                  transformer_heads=8, transformer_layers=12),
+    'RN50x4': dict(embed_dim=640, image_resolution=288,
+                   vision_layers=(4, 6, 10, 6), vision_width=80,
+                   vision_patch_size=None, transformer_width=640,
+                   transformer_heads=10, transformer_layers=12),
+    'RN50x16': dict(embed_dim=768, image_resolution=384,
+                    vision_layers=(6, 8, 18, 8), vision_width=96,
+                    vision_patch_size=None, transformer_width=768,
+                    transformer_heads=12, transformer_layers=12),
+    'RN50x64': dict(embed_dim=1024, image_resolution=448,
+                    vision_layers=(3, 15, 36, 10), vision_width=128,
+                    vision_patch_size=None, transformer_width=1024,
+                    transformer_heads=16, transformer_layers=12),
+    'ViT-B/32': dict(embed_dim=512, image_resolution=224, vision_layers=12,
+                     vision_width=768, vision_patch_size=32,
+                     transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    'ViT-B/16': dict(embed_dim=512, image_resolution=224, vision_layers=12,
+                     vision_width=768, vision_patch_size=16,
+                     transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    'ViT-L/14': dict(embed_dim=768, image_resolution=224, vision_layers=24,
+                     vision_width=1024, vision_patch_size=14,
+                     transformer_width=768, transformer_heads=12,
+                     transformer_layers=12),
+    'ViT-L/14@336px': dict(embed_dim=768, image_resolution=336,
+                           vision_layers=24, vision_width=1024,
+                           vision_patch_size=14, transformer_width=768,
+                           transformer_heads=12, transformer_layers=12),
+    # 2-layer width-64 ViT at 32 px (patch 8) with a 2-layer text tower.
+    'tiny-vit-32px': dict(embed_dim=64, image_resolution=32, vision_layers=2,
+                          vision_width=64, vision_patch_size=8,
+                          transformer_width=64, transformer_heads=2,
+                          transformer_layers=2, context_length=16),
+    # A (1,1,1,1) ResNet image tower of width 16 at 32 px with the same text
+    # tower: learns shapes from scratch much faster than the tiny ViT (demo).
+    'tiny-rn-32px': dict(embed_dim=64, image_resolution=32,
+                         vision_layers=(1, 1, 1, 1), vision_width=16,
+                         vision_patch_size=None, transformer_width=64,
+                         transformer_heads=2, transformer_layers=2,
+                         context_length=16),
+}
+_DEFAULTS = dict(context_length=77, vocab_size=49408)
+# non-parameter entries stored in OpenAI's checkpoints
+_OPENAI_EXTRA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+_WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model')
+_PREFIXES = ('module.', 'clip.')
+
+
+def list_clip_archs() -> List[str]:
+    """Names accepted by :func:`build_clip`."""
+    return list(CLIP_ARCHS)
+
+
+def _arch_kwargs(arch: str) -> dict:
+    if arch not in CLIP_ARCHS:
+        raise KeyError(f'Unknown CLIP architecture {arch!r}; choose one of '
+                       f'{list_clip_archs()}')
+    return {**_DEFAULTS, **CLIP_ARCHS[arch]}
+
+
+def _strip_prefixes(state_dict: Dict[str, torch.Tensor],
+                    prefixes: Sequence[str]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read CLIP weights from a local file into a plain state dict.
+
+    Accepts OpenAI's TorchScript archives (read with ``torch.jit.load``,
+    which runs no pickled code) and pickled state dicts, which are read
+    with ``torch.load(weights_only=True)``. Wrappers (``state_dict``,
+    ``model_state_dict``, ``model``), DataParallel's ``module.`` prefix and
+    our classifier's ``clip.`` prefix are removed, as are OpenAI's
+    non-parameter entries.
+    """
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'CLIP weights file not found: {path}')
+    try:
+        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
+    except RuntimeError:
+        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    for key in _WRAPPER_KEYS:
+        if isinstance(state_dict, dict) and isinstance(
+                state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    if not isinstance(state_dict, dict):
+        raise TypeError(f'{path} does not hold a state dict '
+                        f'(got {type(state_dict).__name__})')
+    state_dict = _strip_prefixes(dict(state_dict), _PREFIXES)
+    for key in _OPENAI_EXTRA_KEYS:
+        state_dict.pop(key, None)
+    return state_dict
+
+
+def load_clip_weights(model: CLIP, state_dict: Dict[str, torch.Tensor],
+                      source: str = 'state dict') -> None:
+    """Load ``state_dict`` into ``model`` strictly, naming mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [(k, tuple(v.shape), tuple(own[k].shape))
+             for k, v in state_dict.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            parts.append('shape mismatches (key, checkpoint, model): ' +
+                         ', '.join(map(str, shape[:5])))
+        if missing:
+            parts.append(f'missing keys: {missing[:5]}')
+        if unexpected:
+            parts.append(f'unexpected keys: {unexpected[:5]}')
+        raise RuntimeError(
+            f'{source} does not match this CLIP architecture; ' +
+            '; '.join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_clip(arch: str = 'ViT-B/16',
+               pretrained: Optional[str] = None,
+               download_root: Optional[str] = None) -> CLIP:
+    """Return an fp32 openai-clip ``CLIP`` of architecture ``arch``.
+
+    Args:
+        arch: one of :func:`list_clip_archs` (OpenAI names such as
+            ``'ViT-B/16'``, ``'RN50'``, or ``'tiny-vit-32px'``).
+        pretrained: ``None`` (random init), ``'openai'`` (OpenAI's weights
+            for ``arch`` via ``clip.load``) or a local file path.
+        download_root: cache directory for ``'openai'`` downloads
+            (clip's default ``~/.cache/clip`` when ``None``).
+    """
+    model = CLIP(**_arch_kwargs(arch))
+    if pretrained is None:
+        return model.float()
+    if pretrained == 'openai':
+        if arch not in clip.available_models():
+            raise KeyError(f'OpenAI publishes no weights for {arch!r}; '
+                           f'available: {clip.available_models()}')
+        source = clip.load(
+            arch, device='cpu', jit=False, download_root=download_root)
+        state_dict = source.state_dict()
+        name = f'OpenAI weights {arch}'
+    else:
+        state_dict = load_clip_state_dict(pretrained)
+        name = str(pretrained)
+    load_clip_weights(model, state_dict, name)
+    return model.float()
+
+
+def tokenize(texts: Union[str, Sequence[str]],
+             context_length: int) -> torch.Tensor:
+    """Tokenise ``texts`` with clip's BPE tokenizer into ``(N, L)`` int64.
+
+    Raises a ``ValueError`` naming the first text longer than
+    ``context_length`` tokens instead of silently truncating it.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        return clip.tokenize(list(texts), context_length=context_length).long()
+    except RuntimeError as err:
+        tokenizer = clip.simple_tokenizer.SimpleTokenizer()
+        for text in texts:
+            if len(tokenizer.encode(text)) + 2 > context_length:
+                raise ValueError(
+                    f'Prompt {text!r} is longer than the context length '
+                    f'{context_length} of the text encoder') from err
+        raise

@@ -1,0 +1,283 @@
+"""CLIP as an MMEngine model: CMA fine-tuning, zero-shot prediction, OoD."""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmpretrain.datasets.categories import IMAGENET_SIMPLE_CATEGORIES
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from .clip_builder import build_clip, tokenize
+
+# CLIP's normalisation on the 0-255 scale of mmpretrain's preprocessors
+CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
+CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+
+CLASSNAME_ALIASES = {'imagenet': IMAGENET_SIMPLE_CATEGORIES}
+
+
+def resolve_classnames(
+        classnames: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
+    """Turn ``None``, an alias (``'imagenet'``) or a sequence into a list."""
+    if classnames is None:
+        return None
+    if isinstance(classnames, str):
+        if classnames not in CLASSNAME_ALIASES:
+            raise KeyError(f'Unknown class-name alias {classnames!r}; use one '
+                           f'of {list(CLASSNAME_ALIASES)} or pass a list')
+        return list(CLASSNAME_ALIASES[classnames])
+    names = [str(c) for c in classnames]
+    if not names:
+        raise ValueError('classnames is empty')
+    return names
+
+
+def check_template(template: str, what: str = 'template') -> str:
+    """Validate a prompt template with exactly one ``{}`` placeholder."""
+    try:
+        filled = template.format('\0')
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(
+            f'{what} {template!r} must contain exactly one "{{}}" '
+            f'placeholder for the class name ({err!r})') from None
+    if filled.count('\0') != 1:
+        raise ValueError(f'{what} {template!r} must contain exactly one '
+                         '"{}" placeholder for the class name')
+    return template
+
+
+@MODELS.register_module()
+class MultiModalClassifier(BaseModel):
+    """A CLIP model fine-tuned contrastively and used as a zero-shot
+    classifier and OoD detector.
+
+    Modes (MMEngine's ``forward(inputs, data_samples, mode)``):
+
+    * ``loss``: encodes the images and the training prompts of their
+      classes and returns the configured loss's ``loss`` plus its logged
+      parts (CMA: ``contrastive`` and ``alignment``) and ``logit_scale``.
+    * ``predict``: zero-shot classification over the test prompts
+      (``pred_score`` = softmax of ``logit_scale * cos``, ``pred_label``)
+      and one score per configured OoD scorer in
+      ``DataSample.ood_scores[name]`` (higher = more in-distribution).
+    * ``tensor``: the zero-shot logits ``logit_scale * cos``, ``(B, C)``.
+
+    Args:
+        arch (str): CLIP architecture, see
+            :func:`cma_ood.models.clip_builder.list_clip_archs`.
+        pretrained (str, optional): ``None``, ``'openai'`` or a weights
+            file, see :func:`cma_ood.models.clip_builder.build_clip`.
+        download_root (str, optional): cache dir for OpenAI downloads.
+        classnames: the ID class names (a list, or ``'imagenet'`` for
+            mmpretrain's ``IMAGENET_SIMPLE_CATEGORIES``), or ``None`` to take
+            them from the dataset's metainfo (``ClassNamesHook``).
+        train_template (str): prompt used by ``loss``.
+        test_template (str): prompt used by ``predict``/``tensor``.
+        loss (dict): loss config, ``CMALoss`` by default.
+        ood_scorers (list[dict]): scorers evaluated by ``predict``.
+        freeze_image (bool): keep the image tower fixed.
+        freeze_text (bool): keep the text tower (and logit scale) fixed.
+        max_logit_scale (float): clamp of the exponentiated logit scale.
+        text_batch_size (int): prompts encoded per forward when building
+            the class embeddings.
+        data_preprocessor (dict, optional): defaults to mmpretrain's
+            ``ClsDataPreprocessor`` with CLIP's mean/std, BGR -> RGB.
+    """
+
+    def __init__(self,
+                 arch: str = 'ViT-B/16',
+                 pretrained: Optional[str] = None,
+                 download_root: Optional[str] = None,
+                 classnames: Union[None, str, Sequence[str]] = 'imagenet',
+                 train_template: str = 'a photo of a {}',
+                 test_template: str = 'the nice {}',
+                 loss: dict = dict(type='CMALoss', lam=0.001),
+                 ood_scorers: Sequence[dict] = (dict(type='MCMScorer'), ),
+                 freeze_image: bool = False,
+                 freeze_text: bool = False,
+                 max_logit_scale: float = 100.0,
+                 text_batch_size: int = 1024,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(
+                type='ClsDataPreprocessor',
+                mean=CLIP_MEAN,
+                std=CLIP_STD,
+                to_rgb=True)
+        super().__init__(
+            data_preprocessor=MODELS.build(data_preprocessor),
+            init_cfg=init_cfg)
+        self.arch = arch
+        self.clip = build_clip(arch, pretrained, download_root)
+        self.context_length = self.clip.context_length
+        self.train_template = check_template(train_template, 'train_template')
+        self.test_template = check_template(test_template, 'test_template')
+        self.loss_module = MODELS.build(loss)
+        self.ood_scorers = nn.ModuleList(
+            [MODELS.build(cfg) for cfg in ood_scorers])
+        names = [s.name for s in self.ood_scorers]
+        if len(set(names)) != len(names):
+            raise ValueError(f'OoD scorer names must be unique, got {names}')
+        self.max_logit_scale = max_logit_scale
+        self.text_batch_size = text_batch_size
+        self.freeze_image = freeze_image
+        self.freeze_text = freeze_text
+        self._freeze()
+        self.classnames: Optional[List[str]] = None
+        self._class_embeds: Optional[torch.Tensor] = None
+        self._scorers_ready = False
+        self.register_load_state_dict_post_hook(
+            lambda module, keys: module.invalidate_cache())
+        self.set_classnames(resolve_classnames(classnames))
+
+    # ----------------------------------------------------------- set-up
+    def _freeze(self) -> None:
+        text_params = [
+            self.clip.token_embedding, self.clip.transformer,
+            self.clip.ln_final
+        ]
+        if self.freeze_image:
+            self.clip.visual.requires_grad_(False)
+        if self.freeze_text:
+            for module in text_params:
+                module.requires_grad_(False)
+            self.clip.positional_embedding.requires_grad_(False)
+            self.clip.text_projection.requires_grad_(False)
+            self.clip.logit_scale.requires_grad_(False)
+
+    def set_classnames(self, classnames: Optional[Sequence[str]]) -> None:
+        """Set the ID class names and tokenise their prompts once."""
+        self.classnames = None if classnames is None else list(classnames)
+        self.invalidate_cache()
+        if self.classnames is None:
+            return
+        device = self.clip.logit_scale.device
+        for attr, template in (('train_tokens', self.train_template),
+                               ('test_tokens', self.test_template)):
+            tokens = tokenize([template.format(c) for c in self.classnames],
+                              self.context_length).to(device)
+            # buffers move with the model but are not saved in checkpoints
+            self.register_buffer(attr, tokens, persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.classnames is None else len(self.classnames)
+
+    def invalidate_cache(self) -> None:
+        """Forget the class embeddings and scorer state built from weights."""
+        self._class_embeds = None
+        self._scorers_ready = False
+
+    def train(self, mode: bool = True) -> 'MultiModalClassifier':
+        if mode:
+            self.invalidate_cache()
+        super().train(mode)
+        if self.freeze_image:
+            self.clip.visual.eval()
+        return self
+
+    def _require_classnames(self) -> None:
+        if self.classnames is None:
+            raise RuntimeError(
+                'MultiModalClassifier has no class names: set '
+                'model.classnames in the config or add ClassNamesHook to '
+                'take them from the dataset metainfo')
+
+    # ---------------------------------------------------------- encoding
+    def logit_scale(self) -> torch.Tensor:
+        """The exponentiated, clamped logit scale (scalar)."""
+        return self.clip.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw image embeddings ``(B, D)`` of preprocessed images."""
+        return self.clip.encode_image(images)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Raw text embeddings ``(N, D)`` of tokens ``(N, L)``."""
+        return self.clip.encode_text(tokens)
+
+    @torch.no_grad()
+    def encode_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
+        """L2-normalised fp32 embeddings of many prompts, in batches."""
+        chunks = [
+            self.encode_text(tokens[i:i + self.text_batch_size]).float()
+            for i in range(0, tokens.shape[0], self.text_batch_size)
+        ]
+        return F.normalize(torch.cat(chunks), dim=-1)
+
+    def class_embeddings(self) -> torch.Tensor:
+        """Normalised test-prompt embeddings ``(C, D)``, cached until the
+        weights change (train mode or ``load_state_dict``)."""
+        self._require_classnames()
+        if self._class_embeds is None or self.training:
+            embeds = self.encode_prompts(self.test_tokens)
+            if self.training:
+                return embeds
+            self._class_embeds = embeds
+        return self._class_embeds
+
+    # ------------------------------------------------------------- modes
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self._zero_shot_logits(inputs)[0]
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def loss(self, inputs: torch.Tensor,
+             data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        self._require_classnames()
+        labels = torch.cat([ds.gt_label for ds in data_samples]).to(
+            inputs.device)
+        if labels.numel() and (labels.min() < 0
+                               or labels.max() >= self.num_classes):
+            raise ValueError(
+                f'gt_label out of range [0, {self.num_classes}): got '
+                f'{labels.min().item()}..{labels.max().item()}; do the class '
+                'names match the dataset?')
+        image_embeds = self.encode_image(inputs)
+        # each distinct class prompt is encoded once per batch
+        classes, inverse = labels.unique(return_inverse=True)
+        text_embeds = self.encode_text(self.train_tokens[classes])[inverse]
+        scale = self.logit_scale()
+        losses = self.loss_module.forward_parts(image_embeds.float(),
+                                                text_embeds.float(), scale)
+        losses['logit_scale'] = scale.detach()
+        return losses
+
+    def _zero_shot_logits(self, inputs: torch.Tensor):
+        image_embeds = F.normalize(self.encode_image(inputs).float(), dim=-1)
+        cos_sim = image_embeds @ self.class_embeddings().T
+        return self.logit_scale() * cos_sim, cos_sim, image_embeds
+
+    @torch.no_grad()
+    def predict(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None
+                ) -> List[DataSample]:
+        if not self._scorers_ready:
+            for scorer in self.ood_scorers:
+                scorer.prepare(self)
+            self._scorers_ready = True
+        logits, cos_sim, image_embeds = self._zero_shot_logits(inputs)
+        scale = self.logit_scale()
+        scores = {
+            s.name: s(image_embeds, cos_sim, scale).float()
+            for s in self.ood_scorers
+        }
+        probs = logits.softmax(dim=-1)
+        labels = probs.argmax(dim=-1)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        for i, ds in enumerate(data_samples):
+            ds.set_pred_score(probs[i]).set_pred_label(labels[i])
+            ds.ood_scores = {name: s[i] for name, s in scores.items()}
+        return data_samples

@@ -1,0 +1,268 @@
+"""NegLabel: negative-label mining and the NegLabel OoD score.
+
+Functional core (pure functions, no module state). Higher score = more
+in-distribution everywhere.
+
+- :func:`label_affinity` / :func:`mine_negative_labels` pick, among candidate
+  label embeddings, those least similar to the ID label embeddings.
+- :func:`neglabel_group_indices` fixes the (seeded) split of the negative
+  labels into groups once; :func:`neglabel_score` is the softmax mass on the
+  ID labels over [ID labels, negative labels], averaged over the groups.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+#: Older torch releases refuse torch.quantile inputs larger than this; the
+#: chunk is kept under it whatever the torch version.
+_QUANTILE_MAX_NUMEL = 2**24
+
+
+def _check_feats(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
+    if x.dim() != 2:
+        raise ValueError(
+            f'{name} must be 2-D (num_labels, D), got shape {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (half is upcast)."""
+    if any(t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def label_affinity(cand_feats: Tensor,
+                   pos_feats: Tensor,
+                   percentile: float = 0.95,
+                   chunk_size: int = 4096) -> Tensor:
+    """Affinity of each candidate label to the ID labels.
+
+    ``affinity[n] = quantile(cand_feats[n] @ pos_feats.T, percentile)`` with
+    torch.quantile's default linear interpolation over the C similarities.
+
+    Rows are processed ``chunk_size`` at a time (fewer if C is so large that
+    a chunk would exceed 2**24 elements, the torch.quantile input limit of
+    older torch releases), so memory is O(chunk_size * C) whatever the
+    number of candidates.
+
+    Args:
+        cand_feats: (N, D) L2-normalised candidate embeddings.
+        pos_feats: (C, D) L2-normalised ID label embeddings, C >= 1, on the
+            same device as ``cand_feats``.
+        percentile: quantile level in [0, 1].
+        chunk_size: candidate rows per chunk, >= 1.
+
+    Returns:
+        (N,) affinities on the inputs' device, float64 if either input is
+        float64, else float32 (half inputs are upcast before the matmul).
+    """
+    _check_feats(cand_feats, 'cand_feats')
+    _check_feats(pos_feats, 'pos_feats')
+    if pos_feats.shape[0] == 0:
+        raise ValueError('pos_feats must hold at least one ID label')
+    if cand_feats.shape[1] != pos_feats.shape[1]:
+        raise ValueError(
+            'cand_feats and pos_feats must share the embedding dim D, got '
+            f'{cand_feats.shape[1]} and {pos_feats.shape[1]}')
+    if cand_feats.device != pos_feats.device:
+        raise ValueError(
+            'cand_feats and pos_feats must be on the same device, got '
+            f'{cand_feats.device} and {pos_feats.device}')
+    if not 0.0 <= percentile <= 1.0:
+        raise ValueError(f'percentile must be in [0, 1], got {percentile}')
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
+            or chunk_size < 1:
+        raise ValueError(
+            f'chunk_size must be a positive int, got {chunk_size!r}')
+
+    dtype = _compute_dtype(cand_feats, pos_feats)
+    pos_t = pos_feats.to(dtype).T  # (D, C)
+    num_pos = pos_t.shape[1]
+    rows = max(1, min(chunk_size, _QUANTILE_MAX_NUMEL // num_pos))
+    out = torch.empty(
+        cand_feats.shape[0], dtype=dtype, device=cand_feats.device)
+    for start in range(0, cand_feats.shape[0], rows):
+        sim = cand_feats[start:start + rows].to(dtype) @ pos_t  # (rows, C)
+        out[start:start + rows] = torch.quantile(sim, percentile, dim=1)
+    return out
+
+
+def _lowest_affinity(affinity: Tensor, ratio: float) -> Tensor:
+    """Indices of the first ``int(len * ratio)`` entries by ascending value.
+
+    Ties are broken by index (stable sort).
+    """
+    keep = int(affinity.shape[0] * ratio)
+    order = torch.sort(affinity, stable=True).indices
+    return order[:keep]
+
+
+def mine_negative_labels(pos_feats: Tensor,
+                         noun_feats: Tensor,
+                         adj_feats: Tensor,
+                         percentile: float = 0.95,
+                         ratio: float = 0.15,
+                         chunk_size: int = 4096) -> Tuple[Tensor, Tensor]:
+    """Select NegLabel's negative labels (nouns and adjectives separately).
+
+    Each candidate's affinity to ID is the ``percentile``-quantile of its
+    cosine similarities to the C ID labels (:func:`label_affinity`). Nouns
+    and adjectives are ranked separately by ascending affinity and the first
+    ``int(len * ratio)`` of each are kept (the least ID-like ones).
+
+    Args:
+        pos_feats: (C, D) L2-normalised ID label embeddings, C >= 1.
+        noun_feats: (N, D) L2-normalised noun candidate embeddings.
+        adj_feats: (M, D) L2-normalised adjective candidate embeddings.
+        percentile: quantile level in [0, 1] (NegLabel: 0.95).
+        ratio: fraction of each pool to keep, in [0, 1] (NegLabel: 0.15).
+        chunk_size: candidate rows per quantile chunk (memory bound).
+
+    Returns:
+        ``(noun_idx, adj_idx)``: int64 tensors on the inputs' device, of
+        lengths ``int(N * ratio)`` and ``int(M * ratio)``, indexing rows of
+        ``noun_feats`` / ``adj_feats``, ordered by *ascending* affinity (the
+        least ID-like label first; ties by ascending index). The NegLabel
+        label set is the selected nouns followed by the selected adjectives.
+
+    Raises:
+        ValueError: naming the offending argument for non-2-D inputs,
+            mismatched D, a percentile or ratio outside [0, 1], or a
+            non-positive chunk_size.
+    """
+    _check_feats(pos_feats, 'pos_feats')
+    _check_feats(noun_feats, 'noun_feats')
+    _check_feats(adj_feats, 'adj_feats')
+    for name, feats in (('noun_feats', noun_feats), ('adj_feats', adj_feats)):
+        if feats.shape[1] != pos_feats.shape[1]:
+            raise ValueError(
+                f'{name} has embedding dim {feats.shape[1]} but pos_feats '
+                f'has {pos_feats.shape[1]}')
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f'ratio must be in [0, 1], got {ratio}')
+    noun_aff = label_affinity(noun_feats, pos_feats, percentile, chunk_size)
+    adj_aff = label_affinity(adj_feats, pos_feats, percentile, chunk_size)
+    return _lowest_affinity(noun_aff, ratio), _lowest_affinity(adj_aff, ratio)
+
+
+def neglabel_group_indices(num_neg: int, ngroup: int = 1,
+                           seed: int = 0) -> Tensor:
+    """Fixed split of ``num_neg`` negative labels into ``ngroup`` groups.
+
+    ``ngroup == 1``: a single group holding all labels in their given order
+    (no shuffle). ``ngroup > 1``: the labels are permuted once by
+    ``torch.randperm`` with a CPU ``torch.Generator`` seeded by ``seed``
+    (deterministic), the last ``num_neg % ngroup`` permuted labels are
+    dropped, and the rest is cut row-wise into equal groups.
+
+    Args:
+        num_neg: number of negative labels K >= 1.
+        ngroup: number of groups, 1 <= ngroup <= K.
+        seed: generator seed (ignored when ngroup == 1).
+
+    Returns:
+        (ngroup, K // ngroup) int64 CPU tensor of column indices into the
+        negative labels; each label appears at most once.
+    """
+    if isinstance(num_neg, bool) or not isinstance(num_neg, int) \
+            or num_neg < 1:
+        raise ValueError(f'num_neg must be a positive int, got {num_neg!r}')
+    if isinstance(ngroup, bool) or not isinstance(ngroup, int) or ngroup < 1:
+        raise ValueError(f'ngroup must be a positive int, got {ngroup!r}')
+    if num_neg < ngroup:
+        raise ValueError(
+            f'cannot split {num_neg} negative labels into ngroup={ngroup} '
+            'groups (need num_neg >= ngroup)')
+    if ngroup == 1:
+        return torch.arange(num_neg, dtype=torch.long).view(1, num_neg)
+    gen = torch.Generator(device='cpu')
+    gen.manual_seed(seed)
+    perm = torch.randperm(num_neg, generator=gen, dtype=torch.long)
+    per_group = num_neg // ngroup
+    return perm[:ngroup * per_group].view(ngroup, per_group)
+
+
+def neglabel_score(pos_sim: Tensor,
+                   neg_sim: Tensor,
+                   temperature: float = 0.01,
+                   ngroup: int = 1,
+                   seed: int = 0,
+                   group_indices: Optional[Tensor] = None) -> Tensor:
+    """NegLabel score: softmax mass on the ID labels, averaged over groups.
+
+    For one group G of negative labels and tau = ``temperature``::
+
+        S_G = sum_i exp(pos_i / tau)
+              / (sum_i exp(pos_i / tau) + sum_{j in G} exp(neg_j / tau))
+
+    evaluated in log space as ``exp(lse_pos - logaddexp(lse_pos, lse_G))``.
+    The score is the mean of S_G over the groups of
+    :func:`neglabel_group_indices` (``ngroup == 1``: one group with every
+    negative label).
+
+    Args:
+        pos_sim: (B, C) cosine similarities of the images to the ID labels.
+        neg_sim: (B, K) cosine similarities to the negative labels, same B
+            and device.
+        temperature: tau > 0 (NegLabel: 0.01).
+        ngroup: number of groups (NegLabel reference: 100), 1 <= ngroup <= K.
+        seed: seed of the group shuffle.
+        group_indices: optional precomputed (G, K // G) int64 output of
+            :func:`neglabel_group_indices` (any device); when given it is
+            used instead of recomputing it, ``seed`` is ignored and
+            ``ngroup`` must be 1 (the default) or equal G.
+
+    Returns:
+        (B,) scores in (0, 1]; higher = more in-distribution. float32 for
+        half/float32 inputs, float64 if either input is float64.
+    """
+    for name, x in (('pos_sim', pos_sim), ('neg_sim', neg_sim)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
+        if x.dim() != 2:
+            raise ValueError(
+                f'{name} must be 2-D, got shape {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
+    if pos_sim.shape[0] != neg_sim.shape[0]:
+        raise ValueError(
+            'pos_sim and neg_sim must have the same batch size, got '
+            f'{pos_sim.shape[0]} and {neg_sim.shape[0]}')
+    if pos_sim.shape[1] == 0:
+        raise ValueError('pos_sim must hold at least one ID label (C >= 1)')
+    if neg_sim.shape[1] == 0:
+        raise ValueError('neg_sim must hold at least one negative label')
+    if not temperature > 0:
+        raise ValueError(f'temperature must be > 0, got {temperature}')
+
+    num_neg = neg_sim.shape[1]
+    if group_indices is None:
+        group_indices = neglabel_group_indices(num_neg, ngroup, seed)
+    else:
+        if group_indices.dim() != 2 or group_indices.numel() == 0:
+            raise ValueError(
+                'group_indices must be a non-empty 2-D (ngroup, K // ngroup) '
+                f'tensor, got shape {tuple(group_indices.shape)}')
+        if ngroup not in (1, group_indices.shape[0]):
+            raise ValueError(
+                f'ngroup={ngroup} disagrees with group_indices, which has '
+                f'{group_indices.shape[0]} groups')
+        if int(group_indices.min()) < 0 or int(group_indices.max()) >= num_neg:
+            raise ValueError(
+                f'group_indices must lie in [0, {num_neg}) for neg_sim with '
+                f'{num_neg} labels')
+
+    dtype = _compute_dtype(pos_sim, neg_sim)
+    lse_pos = torch.logsumexp(pos_sim.to(dtype) / temperature, dim=1)  # (B,)
+    idx = group_indices.to(device=neg_sim.device, dtype=torch.long)
+    # (B, G, K // G) -> (B, G)
+    neg_groups = neg_sim.to(dtype)[:, idx] / temperature
+    lse_neg = torch.logsumexp(neg_groups, dim=2)
+    lse_pos = lse_pos.unsqueeze(1)
+    per_group = torch.exp(lse_pos - torch.logaddexp(lse_pos, lse_neg))
+    return per_group.mean(dim=1)

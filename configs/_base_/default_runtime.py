@@ -1,0 +1,35 @@
+# Runtime shared by every cma_ood config (mmpretrain layout).
+default_scope = 'mmpretrain'
+# registers cma_ood's components in mmpretrain's registries; works with
+# tools/train.py, `mim train cma_ood` and mmengine.Config.fromfile
+custom_imports = dict(imports=['cma_ood'], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=100),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='VisualizationHook', enable=False),
+)
+custom_hooks = [
+    # class names from the dataset when model.classnames is None, and a
+    # check that configured names match the dataset's class count
+    dict(type='ClassNamesHook'),
+    # OoDMetric writes ood_results.json and plots into the run's log dir
+    dict(type='OoDOutputHook'),
+]
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
+
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, deterministic=False)
