@@ -64,14 +64,14 @@ CLIP_ARCHS: Dict[str, dict] = {
     'tiny-vit-32px': dict(embed_dim=64, image_resolution=32, vision_layers=2,
                           vision_width=64, vision_patch_size=8,
                           transformer_width=64, transformer_heads=2,
-                          transformer_layers=2, context_length=16),
+                          transformer_layers=2, context_length=24),
     # A (1,1,1,1) ResNet image tower of width 16 at 32 px with the same text
     # tower: learns shapes from scratch much faster than the tiny ViT (demo).
     'tiny-rn-32px': dict(embed_dim=64, image_resolution=32,
                          vision_layers=(1, 1, 1, 1), vision_width=16,
                          vision_patch_size=None, transformer_width=64,
                          transformer_heads=2, transformer_layers=2,
-                         context_length=16),
+                         context_length=24),
 }
 _DEFAULTS = dict(context_length=77, vocab_size=49408)
 # non-parameter entries stored in OpenAI's checkpoints

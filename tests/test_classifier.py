@@ -1,0 +1,189 @@
+"""MultiModalClassifier: the three modes against direct computations."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmpretrain.structures import DataSample
+
+import cma_ood  # noqa: F401  (registers components)
+from cma_ood.models import MultiModalClassifier, cma_loss
+from cma_ood.models.clip_builder import tokenize
+
+CLASSES = ['circle', 'square', 'triangle', 'star']
+
+
+def make_model(**kwargs):
+    torch.manual_seed(0)
+    cfg = dict(
+        arch='tiny-vit-32px',
+        classnames=CLASSES,
+        ood_scorers=[
+            dict(type='MCMScorer', temperature=0.01),
+            dict(type='MSPScorer'),
+            dict(type='MaxLogitScorer'),
+            dict(type='EnergyScorer', temperature=2.0)
+        ])
+    cfg.update(kwargs)
+    return MultiModalClassifier(**cfg)
+
+
+def batch(model, labels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = [
+        torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
+        for _ in labels
+    ]
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return model.data_preprocessor(
+        dict(inputs=imgs, data_samples=samples), training=True)
+
+
+def test_preprocessor_uses_clip_normalisation():
+    model = make_model()
+    img = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    img[0] = 10  # BGR input: channel 0 is blue
+    out = model.data_preprocessor(dict(inputs=[img]), False)['inputs'][0]
+    # to_rgb: output channel 2 is the input's channel 0 (blue)
+    assert torch.allclose(out[2], torch.full((32, 32),
+                                             (10 - 104.09373615) /
+                                             70.32316305))
+    assert torch.allclose(out[0], torch.full((32, 32),
+                                             (200 - 122.770938) /
+                                             68.5005327))
+
+
+def test_loss_equals_cma_on_per_sample_prompts():
+    model = make_model(loss=dict(type='CMALoss', lam=0.3))
+    labels = [0, 2, 2, 1, 3, 0, 2]
+    data = batch(model, labels)
+    out = model(data['inputs'], data['data_samples'], mode='loss')
+    assert set(out) == {'loss', 'contrastive', 'alignment', 'logit_scale'}
+    # independent path: encode every sample's own prompt
+    tokens = tokenize([f'a photo of a {CLASSES[y]}' for y in labels],
+                      model.context_length)
+    img = model.clip.encode_image(data['inputs'])
+    txt = model.clip.encode_text(tokens)
+    scale = model.clip.logit_scale.exp()
+    expected = cma_loss(img, txt, scale, lam=0.3)
+    torch.testing.assert_close(out['loss'], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out['loss'],
+                               out['contrastive'] + 0.3 * out['alignment'],
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out['logit_scale'], scale.detach())
+
+
+def test_loss_gradients_reach_both_towers_and_logit_scale():
+    model = make_model()
+    data = batch(model, [0, 1, 2, 3])
+    model(data['inputs'], data['data_samples'], mode='loss')['loss'].backward()
+    assert model.clip.visual.conv1.weight.grad.abs().sum() > 0
+    assert model.clip.token_embedding.weight.grad.abs().sum() > 0
+    assert model.clip.logit_scale.grad is not None
+
+
+@pytest.mark.parametrize('frozen', ['image', 'text'])
+def test_freeze_options(frozen):
+    model = make_model(**{f'freeze_{frozen}': True})
+    data = batch(model, [0, 1, 2, 3])
+    model.train()
+    model(data['inputs'], data['data_samples'], mode='loss')['loss'].backward()
+    visual_grads = [p.grad for p in model.clip.visual.parameters()]
+    text_grads = [
+        p.grad for p in model.clip.transformer.parameters()
+    ] + [model.clip.token_embedding.weight.grad]
+    if frozen == 'image':
+        assert all(g is None for g in visual_grads)
+        assert all(not p.requires_grad for p in model.clip.visual.parameters())
+        assert not model.clip.visual.training
+        assert any(g is not None and g.abs().sum() > 0 for g in text_grads)
+    else:
+        assert all(g is None for g in text_grads)
+        assert model.clip.logit_scale.grad is None
+        assert any(g is not None and g.abs().sum() > 0 for g in visual_grads)
+
+
+def test_predict_and_tensor_modes_match_zero_shot_formulas():
+    model = make_model(test_template='the nice {}').eval()
+    data = batch(model, [0, 1, 2, 3, 1], seed=3)
+    inputs = data['inputs']
+    results = model(inputs, data['data_samples'], mode='predict')
+    logits = model(inputs, mode='tensor')
+
+    with torch.no_grad():
+        img = F.normalize(model.clip.encode_image(inputs), dim=-1)
+        txt = F.normalize(
+            model.clip.encode_text(
+                tokenize([f'the nice {c}' for c in CLASSES],
+                         model.context_length)),
+            dim=-1)
+        cos = img @ txt.T
+        scale = model.clip.logit_scale.exp()
+    torch.testing.assert_close(logits, scale * cos, rtol=1e-5, atol=1e-5)
+    probs = (scale * cos).softmax(-1)
+    for i, ds in enumerate(results):
+        torch.testing.assert_close(ds.pred_score, probs[i], rtol=1e-5,
+                                   atol=1e-6)
+        assert int(ds.pred_label) == int(probs[i].argmax())
+        assert ds.gt_label.item() == [0, 1, 2, 3, 1][i]
+        s = ds.ood_scores
+        assert set(s) == {'MCM', 'MSP', 'MaxLogit', 'Energy'}
+        mcm = (cos[i] / 0.01).softmax(-1).max()
+        torch.testing.assert_close(s['MCM'], mcm, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(s['MSP'], probs[i].max(), rtol=1e-5,
+                                   atol=1e-6)
+        torch.testing.assert_close(s['MaxLogit'], (scale * cos[i]).max(),
+                                   rtol=1e-5, atol=1e-5)
+        energy = 2.0 * torch.logsumexp(scale * cos[i] / 2.0, dim=0)
+        torch.testing.assert_close(s['Energy'], energy, rtol=1e-5, atol=1e-5)
+
+
+def test_class_embedding_cache_follows_weights():
+    model = make_model().eval()
+    first = model.class_embeddings()
+    assert model.class_embeddings() is first  # cached
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['clip.ln_final.bias'] += 0.5
+    model.load_state_dict(state)
+    second = model.class_embeddings()
+    assert not torch.allclose(first, second)
+    model.train()
+    model.eval()
+    assert model.class_embeddings() is not second  # rebuilt after training
+
+
+def test_logit_scale_is_clamped():
+    model = make_model(max_logit_scale=50)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(10.0)
+    assert model.logit_scale().item() == pytest.approx(50)
+
+
+@pytest.mark.parametrize('template', ['a photo', 'a {} of {}', 'a {cls}'])
+def test_bad_templates_are_rejected(template):
+    with pytest.raises(ValueError, match='placeholder'):
+        make_model(test_template=template)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(KeyError, match='Unknown CLIP architecture'):
+        make_model(arch='ViT-X/99')
+    with pytest.raises(KeyError, match='alias'):
+        make_model(classnames='imagenet-21k')
+    model = make_model()
+    data = batch(model, [0, 4])
+    with pytest.raises(ValueError, match='out of range'):
+        model(data['inputs'], data['data_samples'], mode='loss')
+    model = make_model(classnames=None)
+    data = batch(model, [0, 1])
+    with pytest.raises(RuntimeError, match='no class names'):
+        model(data['inputs'], data['data_samples'], mode='loss')
+    with pytest.raises(RuntimeError, match='Invalid mode'):
+        model(data['inputs'], mode='bogus')
+
+
+def test_imagenet_alias_gives_simple_categories():
+    from mmpretrain.datasets.categories import IMAGENET_SIMPLE_CATEGORIES
+    model = make_model(classnames='imagenet')
+    assert model.classnames == list(IMAGENET_SIMPLE_CATEGORIES)
+    assert model.test_tokens.shape == (1000, model.context_length)
+    # tokenised once at construction, not saved in checkpoints
+    assert 'test_tokens' not in model.state_dict()

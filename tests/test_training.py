@@ -1,0 +1,151 @@
+"""Training through MMEngine's Runner: loss decreases, checkpoints
+round-trip (train -> checkpoint -> resume -> test) under torch >= 2.6."""
+import json
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import cma_ood  # noqa: F401
+from cma_ood.utils import TRUST_ENV_VAR, safe_torch_load
+
+from _helpers import DEMO_CONFIG
+
+_counter = iter(range(10**6))
+
+
+def small_cfg(work_dir, max_epochs=2, num_per_class=16, batch_size=16,
+              **overrides):
+    """The demo config shrunk to seconds, deterministic (no augmentation,
+    no worker processes) so that resumed runs can be compared exactly."""
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = f'test_{os.getpid()}_{next(_counter)}'
+    cfg.train_cfg.max_epochs = max_epochs
+    cfg.param_scheduler[1].end = max_epochs
+    cfg.param_scheduler[0].end = 4
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, max_keep_ckpts=-1)
+    cfg.default_hooks.logger.interval = 1
+    cfg.randomness = dict(seed=0, deterministic=True)
+    loader = cfg.train_dataloader
+    loader.update(batch_size=batch_size, num_workers=0,
+                  persistent_workers=False)
+    loader.dataset.update(num_per_class=num_per_class,
+                          pipeline=[dict(type='PackInputs')])
+    test = cfg.test_dataloader
+    test.update(batch_size=64, num_workers=0)
+    test.dataset.id_dataset.num_per_class = 10
+    for ood in test.dataset.ood_datasets.values():
+        ood.num_per_class = 10
+    cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def weights(runner):
+    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+
+
+def test_training_loss_decreases(tmp_path):
+    cfg = small_cfg(tmp_path, max_epochs=6, num_per_class=32,
+                    batch_size=32)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    assert len(losses) == 6 * 6
+    first, last = np.mean(losses[:6]), np.mean(losses[-6:])
+    # chance level of a 32-pair contrastive batch is log(32) = 3.47
+    assert first > 3.3
+    assert last < first - 0.25, (first, last)
+    # class names came from the dataset through ClassNamesHook
+    assert runner.model.classnames == list(
+        runner.train_dataloader.dataset.metainfo['classes'])
+
+
+def test_checkpoint_resume_test_round_trip(tmp_path):
+    # uninterrupted run: 2 epochs
+    full = Runner.from_cfg(small_cfg(tmp_path / 'full'))
+    full.train()
+    final = weights(full)
+    ckpt1 = tmp_path / 'full' / 'epoch_1.pth'
+    assert ckpt1.exists()
+
+    # the checkpoint loads with weights_only=True and our allow-list
+    state = safe_torch_load(str(ckpt1), map_location='cpu')
+    assert state['meta']['epoch'] == 1
+    assert 'message_hub' in state and 'optimizer' in state
+
+    # resume from epoch 1 in a new runner and finish epoch 2
+    resumed = Runner.from_cfg(
+        small_cfg(tmp_path / 'resumed', resume=True, load_from=str(ckpt1)))
+    resumed.train()
+    assert resumed.epoch == 2
+    assert resumed.iter == full.iter
+    for key, value in weights(resumed).items():
+        torch.testing.assert_close(value, final[key], rtol=0, atol=1e-6,
+                                   msg=key)
+
+    # load_from (weights only, no resume) + test, as tools/test.py does
+    tester = Runner.from_cfg(
+        small_cfg(tmp_path / 'test',
+                  load_from=str(tmp_path / 'resumed' / 'epoch_2.pth')))
+    metrics = tester.test()
+    for key, value in weights(tester).items():
+        torch.testing.assert_close(value, final[key], rtol=0, atol=1e-6)
+    assert 0 <= metrics['ood/accuracy/top1'] <= 100
+    for ood_set in ('unseen_shapes', 'textures', 'noise', 'mean', 'near',
+                    'far'):
+        assert 0 <= metrics[f'ood/MCM/{ood_set}/AUROC'] <= 100
+    log_dir = tester.log_dir
+    with open(osp.join(log_dir, 'ood_results.json')) as f:
+        report = json.load(f)
+    assert report['id_accuracy_top1'] == pytest.approx(
+        metrics['ood/accuracy/top1'])
+    assert report['num_samples'] == {
+        'ID': 60, 'unseen_shapes': 40, 'textures': 10, 'noise': 10}
+    for score in ('MCM', 'MSP', 'Energy'):
+        for ood_set in ('unseen_shapes', 'textures', 'noise'):
+            png = osp.join(log_dir, 'ood_plots', f'{score}_{ood_set}.png')
+            with open(png, 'rb') as f:
+                assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+class _Payload:
+    """Unpickling this runs ``open(path, 'w')``: a stand-in for malware."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_untrusted_checkpoint_is_refused_unless_opted_in(tmp_path,
+                                                         monkeypatch):
+    marker = tmp_path / 'pwned'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': _Payload(str(marker))}, evil)
+    monkeypatch.delenv(TRUST_ENV_VAR, raising=False)
+    with pytest.raises(pickle.UnpicklingError) as err:
+        safe_torch_load(str(evil))
+    assert TRUST_ENV_VAR in str(err.value) and 'evil.pth' in str(err.value)
+    assert not marker.exists()
+    # the restricted getattr serves HistoryBuffer's statistics only
+    from cma_ood.utils.checkpoint import _history_buffer_getattr
+    with pytest.raises(pickle.UnpicklingError, match='refused getattr'):
+        _history_buffer_getattr(os, 'system')
+    monkeypatch.setenv(TRUST_ENV_VAR, '1')
+    safe_torch_load(str(evil))
+    assert marker.exists()
+
+
+def test_mmengine_uses_the_safe_loader(tmp_path):
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from cma_ood.utils.checkpoint import load_from_local_safe
+    assert CheckpointLoader._get_checkpoint_loader(
+        str(tmp_path / 'x.pth')) is load_from_local_safe
