@@ -169,10 +169,9 @@ def format_ood_table(report: dict) -> str:
     from rich.console import Console
     from rich.table import Table
     acc = report.get('id_accuracy_top1')
-    title = 'OoD detection (ID positive, %; FPR95 lower is better)'
-    if acc is not None:
-        title += f' - ID top-1 accuracy {acc:.2f}'
-    table = Table(title=title)
+    table = Table(
+        title='OoD detection: ID is the positive class, figures in %, '
+        'FPR95 lower is better')
     for col in ('score', 'OoD set', *METRIC_KEYS, 'N'):
         table.add_column(col, justify='left' if col in (
             'score', 'OoD set') else 'right')
@@ -185,4 +184,6 @@ def format_ood_table(report: dict) -> str:
                           end_section=i == len(summary) - 1)
     console = Console(file=StringIO(), width=120, force_terminal=False)
     console.print(table)
+    if acc is not None:
+        console.print(f'ID top-1 accuracy: {acc:.2f}')
     return console.file.getvalue()

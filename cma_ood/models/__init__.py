@@ -13,3 +13,6 @@ __all__ = [
     'energy_score', 'BaseOoDScorer', 'MCMScorer', 'MSPScorer',
     'MaxLogitScorer', 'EnergyScorer'
 ]
+from .neglabel_scorer import NegLabelScorer  # noqa: E402
+
+__all__ += ['NegLabelScorer']

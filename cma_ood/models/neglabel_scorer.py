@@ -1,0 +1,531 @@
+"""NegLabel (ICLR 2024) as a registered OoD scorer with a mining cache.
+
+:class:`NegLabelScorer` reads NegLabel's WordNet candidate labels
+(``txtfiles/<lexname>.txt``), encodes them with the classifier's text tower,
+keeps the least ID-like ones (:func:`~cma_ood.models.neglabel.
+mine_negative_labels`) and scores images with :func:`~cma_ood.models.
+neglabel.neglabel_score`.
+
+Mining encodes ~70,000 prompts, so its result (the negative-label
+embeddings and their labels) is cached on disk under a key that covers
+everything it depends on: the text-tower weights, the ID class names and
+test template (they define the ID prompt embeddings), the candidate lists,
+the prompt templates, ``percentile``, ``ratio`` and a format version.
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import os.path as osp
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.logging import print_log
+from mmengine.utils import ProgressBar
+from mmpretrain.registry import MODELS
+
+from ..datasets.wordnet import DEFAULT_LEXNAMES
+from .clip_builder import tokenize
+from .multimodal_classifier import check_template
+from .neglabel import (mine_negative_labels, neglabel_group_indices,
+                       neglabel_score)
+from .scorers import BaseOoDScorer
+
+#: bumped whenever the cache content or the mining rule changes
+CACHE_FORMAT_VERSION = 1
+#: environment variable overriding the cma_ood cache root (``~/.cache/
+#: cma_ood``); NegLabel's cache lives in its ``neglabel`` sub-directory
+CACHE_ENV_VAR = 'CMA_OOD_CACHE'
+#: top-level CLIP modules/parameters that make up the text tower
+TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
+                   'ln_final', 'text_projection')
+NOUN, ADJ = 'n', 'a'
+
+
+def default_txt_dir() -> Path:
+    """The candidate lists shipped with cma_ood.
+
+    Tried in order: ``txtfiles/`` next to the ``cma_ood`` package (source
+    checkouts and editable installs) and ``cma_ood/.mim/txtfiles`` (regular
+    installs, where setup.py copies it).
+
+    Raises:
+        FileNotFoundError: naming the paths tried.
+    """
+    pkg = Path(__file__).resolve().parents[1]
+    tried = [pkg.parent / 'txtfiles', pkg / '.mim' / 'txtfiles']
+    for path in tried:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(
+        'NegLabel candidate lists not found; tried ' +
+        ', '.join(map(str, tried)) + '. Pass txt_dir=... to NegLabelScorer')
+
+
+def default_cache_dir() -> Path:
+    """``$CMA_OOD_CACHE/neglabel``, else ``~/.cache/cma_ood/neglabel``."""
+    root = os.environ.get(CACHE_ENV_VAR) or osp.join('~', '.cache', 'cma_ood')
+    return Path(osp.expanduser(root)) / 'neglabel'
+
+
+def lexname_kind(lexname: str) -> str:
+    """``'n'`` for ``noun.*`` files, ``'a'`` for ``adj.*`` files."""
+    prefix = lexname.split('.', 1)[0]
+    if prefix == 'noun':
+        return NOUN
+    if prefix == 'adj':
+        return ADJ
+    raise ValueError(f'NegLabel uses noun.* and adj.* candidate files only, '
+                     f'got {lexname!r}')
+
+
+def read_candidates(txt_dir: Union[str, Path],
+                    lexnames: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Read the noun and adjective candidates of ``lexnames``.
+
+    Each ``<txt_dir>/<lexname>.txt`` holds one label per line. Blank lines
+    are skipped and surrounding whitespace stripped. Nouns (``noun.*``
+    files) and adjectives (``adj.*`` files) form separate pools, each
+    de-duplicated across its files keeping the first occurrence in the
+    order of ``lexnames``; a word may be in both pools (its prompts
+    differ).
+
+    Raises:
+        FileNotFoundError: naming every missing file.
+    """
+    txt_dir = Path(txt_dir)
+    kinds = [lexname_kind(name) for name in lexnames]
+    paths = [txt_dir / f'{name}.txt' for name in lexnames]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            'NegLabel candidate file(s) not found: ' + ', '.join(missing))
+    pools: Dict[str, Dict[str, None]] = {NOUN: {}, ADJ: {}}
+    for kind, path in zip(kinds, paths):
+        pool = pools[kind]
+        for line in path.read_text(encoding='utf-8').splitlines():
+            label = line.strip()
+            if label:
+                pool.setdefault(label, None)
+    return list(pools[NOUN]), list(pools[ADJ])
+
+
+def read_label_file(path: Union[str, Path]) -> Tuple[List[str], List[str]]:
+    """Read a negative-label file: ``(labels, kinds)``.
+
+    One label per line: ``n<TAB>label`` (a noun, prompted with the noun
+    template), ``a<TAB>label`` (an adjective) or a plain ``label`` (a
+    noun). Blank lines are skipped. This is the format ``dump_labels``
+    writes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'NegLabel label file not found: {path}')
+    labels, kinds = [], []
+    for line in path.read_text(encoding='utf-8').splitlines():
+        tag, sep, rest = line.partition('\t')
+        if sep and tag in (NOUN, ADJ):
+            kind, label = tag, rest.strip()
+        else:
+            kind, label = NOUN, line.strip()
+        if label:
+            labels.append(label)
+            kinds.append(kind)
+    if not labels:
+        raise ValueError(f'NegLabel label file {path} holds no labels')
+    return labels, kinds
+
+
+def write_label_file(path: Union[str, Path], labels: Sequence[str],
+                     kinds: Sequence[str]) -> None:
+    """Write ``kind<TAB>label`` lines readable by :func:`read_label_file`
+    (atomically: a temporary file then ``os.replace``)."""
+    path = Path(osp.expanduser(str(path)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
+    tmp.write_text(
+        ''.join(f'{k}\t{lab}\n' for lab, k in zip(labels, kinds)),
+        encoding='utf-8')
+    os.replace(tmp, path)
+
+
+def text_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The text-tower entries of a CLIP state dict (sorted by name)."""
+    state = clip_model.state_dict()
+    return {
+        k: state[k]
+        for k in sorted(state) if k.split('.', 1)[0] in TEXT_TOWER_KEYS
+    }
+
+
+def hash_tensors(tensors: Dict[str, torch.Tensor], hasher) -> None:
+    """Feed names, dtypes, shapes and raw bytes of ``tensors`` to
+    ``hasher``."""
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        hasher.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
+        hasher.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+@MODELS.register_module()
+class NegLabelScorer(BaseOoDScorer):
+    """NegLabel score with negative labels mined from WordNet.
+
+    :meth:`prepare` (called by the classifier before the first scored
+    batch after each weight change) builds the negative labels: nouns are
+    prompted with ``noun_template``, adjectives with ``adj_template``, all
+    are encoded by the classifier's text tower, and
+    :func:`mine_negative_labels` keeps the ``ratio`` least ID-like labels of
+    each pool (affinity = ``percentile``-quantile of the cosine
+    similarities to the ID prompts). The kept labels (nouns, then
+    adjectives, each by ascending affinity) are split once into
+    ``ngroup`` seeded groups; :meth:`forward` returns
+    :func:`neglabel_score` (higher = more in-distribution).
+
+    Args:
+        txt_dir (str, optional): directory of ``<lexname>.txt`` candidate
+            lists; defaults to the lists shipped with cma_ood
+            (:func:`default_txt_dir`).
+        lexnames (Sequence[str]): candidate files, ``noun.*`` and
+            ``adj.*``; defaults to NegLabel's 24 noun and 3 adjective files.
+        noun_template (str): prompt of noun candidates.
+        adj_template (str): prompt of adjective candidates.
+        percentile (float): affinity quantile level (NegLabel: 0.95).
+        ratio (float): fraction of each pool kept (NegLabel: 0.15).
+        temperature (float): tau of the score (NegLabel: 0.01).
+        ngroup (int): number of groups the score is averaged over
+            (NegLabel: 100); must not exceed the number of negatives.
+        seed (int): seed of the group split.
+        cache_dir (str | bool, optional): where mined negatives are cached;
+            ``None``: ``$CMA_OOD_CACHE/neglabel`` or
+            ``~/.cache/cma_ood/neglabel``; ``False``: no cache.
+        neg_labels_file (str, optional): use the negative labels of this
+            file (see :func:`read_label_file`; e.g. one written by
+            ``dump_labels``) instead of mining them. Their order is kept,
+            so the group split matches the run that dumped them.
+        dump_labels (str, optional): write the negative labels in use to
+            this file, one ``n|a<TAB>label`` per line (main process only).
+        batch_size (int): prompts tokenised and encoded per step.
+        show_progress (bool): progress bar while encoding (main process).
+        name (str, optional): results key; ``'NegLabel'`` by default.
+    """
+    default_name = 'NegLabel'
+
+    def __init__(self,
+                 txt_dir: Optional[str] = None,
+                 lexnames: Sequence[str] = DEFAULT_LEXNAMES,
+                 noun_template: str = 'the nice {}',
+                 adj_template: str = 'This is a {} photo',
+                 percentile: float = 0.95,
+                 ratio: float = 0.15,
+                 temperature: float = 0.01,
+                 ngroup: int = 100,
+                 seed: int = 0,
+                 cache_dir: Union[None, str, bool] = None,
+                 neg_labels_file: Optional[str] = None,
+                 dump_labels: Optional[str] = None,
+                 batch_size: int = 1024,
+                 show_progress: bool = True,
+                 name: Optional[str] = None):
+        super().__init__(name)
+        self.txt_dir = txt_dir
+        self.lexnames = tuple(lexnames)
+        if not self.lexnames and neg_labels_file is None:
+            raise ValueError('lexnames is empty')
+        for lexname in self.lexnames:
+            lexname_kind(lexname)
+        self.noun_template = check_template(noun_template, 'noun_template')
+        self.adj_template = check_template(adj_template, 'adj_template')
+        if not 0.0 <= percentile <= 1.0:
+            raise ValueError(f'percentile must be in [0, 1], got {percentile}')
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f'ratio must be in (0, 1], got {ratio}')
+        if not temperature > 0:
+            raise ValueError(f'temperature must be > 0, got {temperature}')
+        if isinstance(ngroup, bool) or not isinstance(ngroup, int) \
+                or ngroup < 1:
+            raise ValueError(f'ngroup must be a positive int, got {ngroup!r}')
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
+                or batch_size < 1:
+            raise ValueError(
+                f'batch_size must be a positive int, got {batch_size!r}')
+        if cache_dir is True:
+            cache_dir = None
+        self.percentile = float(percentile)
+        self.ratio = float(ratio)
+        self.temperature = float(temperature)
+        self.ngroup = ngroup
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.neg_labels_file = neg_labels_file
+        self.dump_labels = dump_labels
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.neg_labels: Optional[List[str]] = None
+        self.neg_kinds: Optional[List[str]] = None
+        self.cache_file: Optional[Path] = None
+        # derived from the weights: rebuilt by prepare(), never checkpointed
+        self.register_buffer('neg_embeds', None, persistent=False)
+        self.register_buffer('group_indices', None, persistent=False)
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def num_negatives(self) -> int:
+        return 0 if self.neg_labels is None else len(self.neg_labels)
+
+    def resolved_txt_dir(self) -> Path:
+        if self.txt_dir is None:
+            return default_txt_dir()
+        return Path(osp.expanduser(str(self.txt_dir)))
+
+    def resolved_cache_dir(self) -> Optional[Path]:
+        """The cache directory, or ``None`` when caching is disabled."""
+        if self.cache_dir is False:
+            return None
+        if self.cache_dir is None:
+            return default_cache_dir()
+        return Path(osp.expanduser(str(self.cache_dir)))
+
+    def read_candidates(self) -> Tuple[List[str], List[str]]:
+        """``(nouns, adjectives)`` of :func:`read_candidates`."""
+        return read_candidates(self.resolved_txt_dir(), self.lexnames)
+
+    def prompts(self, labels: Sequence[str],
+                kinds: Sequence[str]) -> List[str]:
+        """The prompt of each label for its kind (noun/adjective)."""
+        return [(self.noun_template if k == NOUN else
+                 self.adj_template).format(lab)
+                for lab, k in zip(labels, kinds)]
+
+    def cache_key(self, classifier: nn.Module, nouns: Sequence[str],
+                  adjs: Sequence[str]) -> str:
+        """sha256 of everything the mined negatives depend on."""
+        hasher = hashlib.sha256()
+        meta = dict(
+            format=CACHE_FORMAT_VERSION,
+            id_classnames=list(classifier.classnames),
+            id_template=classifier.test_template,
+            context_length=int(classifier.context_length),
+            noun_template=self.noun_template,
+            adj_template=self.adj_template,
+            percentile=self.percentile,
+            ratio=self.ratio,
+            nouns=list(nouns),
+            adjectives=list(adjs))
+        hasher.update(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
+        hash_tensors(text_tower_state(classifier.clip), hasher)
+        return hasher.hexdigest()
+
+    def encode(self, classifier: nn.Module,
+               prompts: Sequence[str]) -> torch.Tensor:
+        """Normalised fp32 embeddings ``(N, D)`` of ``prompts``, tokenised
+        and encoded ``batch_size`` at a time with a progress bar."""
+        device = classifier.clip.logit_scale.device
+        if not prompts:
+            dim = classifier.clip.text_projection.shape[1]
+            return torch.empty(0, dim, device=device)
+        rank, _ = get_dist_info()
+        num_batches = math.ceil(len(prompts) / self.batch_size)
+        bar = ProgressBar(num_batches) if (self.show_progress
+                                           and rank == 0) else None
+        chunks = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = tokenize(prompts[start:start + self.batch_size],
+                              classifier.context_length).to(device)
+            chunks.append(classifier.encode_prompts(tokens).float())
+            if bar is not None:
+                bar.update()
+        return torch.cat(chunks)
+
+    # ------------------------------------------------------------- mining
+    def mine(self, classifier: nn.Module, nouns: Sequence[str],
+             adjs: Sequence[str]) -> dict:
+        """Encode the candidates and keep the negative labels."""
+        print_log(
+            f'NegLabel: encoding {len(nouns)} noun and {len(adjs)} adjective '
+            'candidate labels', logger='current')
+        kinds = [NOUN] * len(nouns) + [ADJ] * len(adjs)
+        feats = self.encode(classifier,
+                            self.prompts(list(nouns) + list(adjs), kinds))
+        noun_feats, adj_feats = feats[:len(nouns)], feats[len(nouns):]
+        pos_feats = classifier.class_embeddings().float()
+        noun_idx, adj_idx = mine_negative_labels(pos_feats, noun_feats,
+                                                 adj_feats, self.percentile,
+                                                 self.ratio)
+        noun_idx, adj_idx = noun_idx.cpu(), adj_idx.cpu()
+        labels = [nouns[i] for i in noun_idx.tolist()] + \
+                 [adjs[i] for i in adj_idx.tolist()]
+        embeds = torch.cat([
+            noun_feats[noun_idx.to(noun_feats.device)],
+            adj_feats[adj_idx.to(adj_feats.device)]
+        ])
+        print_log(
+            f'NegLabel: mined {len(labels)} negative labels '
+            f'({len(noun_idx)} of {len(nouns)} nouns, {len(adj_idx)} of '
+            f'{len(adjs)} adjectives; percentile {self.percentile}, ratio '
+            f'{self.ratio})', logger='current')
+        return dict(
+            labels=labels,
+            kinds=[NOUN] * len(noun_idx) + [ADJ] * len(adj_idx),
+            embeds=embeds)
+
+    def _load_cache(self, path: Path, key: str) -> Optional[dict]:
+        if not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location='cpu', weights_only=True)
+            ok = (isinstance(data, dict)
+                  and data.get('format') == CACHE_FORMAT_VERSION
+                  and data.get('key') == key
+                  and isinstance(data.get('embeds'), torch.Tensor)
+                  and data['embeds'].dim() == 2
+                  and len(data['labels']) == len(data['kinds']) ==
+                  data['embeds'].shape[0])
+        except Exception as err:  # corrupt or foreign file: mine again
+            print_log(f'NegLabel: ignoring unreadable cache {path}: {err!r}',
+                      logger='current', level=logging.WARNING)
+            return None
+        if not ok:
+            print_log(f'NegLabel: ignoring mismatching cache {path}',
+                      logger='current', level=logging.WARNING)
+            return None
+        print_log(
+            f'NegLabel: loaded {len(data["labels"])} negative labels from '
+            f'cache {path}', logger='current')
+        return data
+
+    def _save_cache(self, path: Path, key: str, result: dict) -> None:
+        data = dict(
+            format=CACHE_FORMAT_VERSION,
+            key=key,
+            labels=list(result['labels']),
+            kinds=list(result['kinds']),
+            embeds=result['embeds'].detach().float().cpu().contiguous())
+        tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(data, tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            print_log(f'NegLabel: could not write cache {path}: {err!r}',
+                      logger='current', level=logging.WARNING)
+            if tmp.exists():
+                tmp.unlink()
+            return
+        print_log(
+            f'NegLabel: cached {len(data["labels"])} negative labels in '
+            f'{path}', logger='current')
+
+    def _load_or_mine(self, classifier, nouns, adjs, path: Optional[Path],
+                      key: Optional[str]) -> dict:
+        if path is not None:
+            cached = self._load_cache(path, key)
+            if cached is not None:
+                return cached
+        result = self.mine(classifier, nouns, adjs)
+        if path is not None:
+            self._save_cache(path, key, result)
+        return result
+
+    def negatives_for(self, classifier: nn.Module) -> dict:
+        """Mined (or cached) negatives: ``dict(labels, kinds, embeds)``.
+
+        Under an initialised process group with caching on, rank 0 loads
+        or mines and saves while the other ranks wait, then they read the
+        cache (mining themselves if they cannot see the file, e.g. a
+        node-local cache dir); an error on rank 0 is reported on every
+        rank. Without a cache every rank mines.
+        """
+        nouns, adjs = self.read_candidates()
+        cache_dir = self.resolved_cache_dir()
+        if cache_dir is None:
+            self.cache_file = None
+            return self.mine(classifier, nouns, adjs)
+        key = self.cache_key(classifier, nouns, adjs)
+        path = cache_dir / f'neglabel_{key}.pt'
+        self.cache_file = path
+        rank, world_size = get_dist_info()
+        if world_size == 1:
+            return self._load_or_mine(classifier, nouns, adjs, path, key)
+        if rank == 0:
+            try:
+                result = self._load_or_mine(classifier, nouns, adjs, path,
+                                            key)
+            except Exception as err:
+                broadcast_object_list([f'{type(err).__name__}: {err}'])
+                raise
+            broadcast_object_list([None])  # also the barrier
+            return result
+        status = [None]
+        broadcast_object_list(status)
+        if status[0] is not None:
+            raise RuntimeError(
+                f'NegLabel: mining failed on rank 0: {status[0]}')
+        result = self._load_cache(path, key)
+        if result is None:
+            print_log(
+                f'NegLabel: rank {rank} cannot read the cache {path} '
+                'written by rank 0; mining here', logger='current',
+                level=logging.WARNING)
+            result = self.mine(classifier, nouns, adjs)
+        return result
+
+    # ------------------------------------------------------------ scoring
+    def prepare(self, classifier: nn.Module) -> None:
+        """Build the negative labels for the classifier's current weights
+        (mined, cached or read from ``neg_labels_file``)."""
+        if getattr(classifier, 'classnames', None) is None:
+            raise RuntimeError('NegLabelScorer needs the classifier\'s ID '
+                               'class names')
+        if self.neg_labels_file is not None:
+            labels, kinds = read_label_file(
+                osp.expanduser(str(self.neg_labels_file)))
+            print_log(
+                f'NegLabel: encoding {len(labels)} negative labels from '
+                f'{self.neg_labels_file}', logger='current')
+            result = dict(
+                labels=labels,
+                kinds=kinds,
+                embeds=self.encode(classifier, self.prompts(labels, kinds)))
+        else:
+            result = self.negatives_for(classifier)
+        num_neg = len(result['labels'])
+        if self.ngroup > num_neg:
+            raise ValueError(
+                f'NegLabel: ngroup={self.ngroup} exceeds the number of '
+                f'negative labels ({num_neg}); lower ngroup, raise ratio '
+                f'(now {self.ratio}) or use more candidate labels')
+        device = classifier.clip.logit_scale.device
+        self.neg_labels = list(result['labels'])
+        self.neg_kinds = list(result['kinds'])
+        self.neg_embeds = result['embeds'].to(device=device,
+                                              dtype=torch.float32)
+        self.group_indices = neglabel_group_indices(
+            num_neg, self.ngroup, self.seed).to(device)
+        if self.dump_labels is not None and get_dist_info()[0] == 0:
+            write_label_file(self.dump_labels, self.neg_labels,
+                             self.neg_kinds)
+            print_log(
+                f'NegLabel: wrote {num_neg} negative labels to '
+                f'{self.dump_labels}', logger='current')
+
+    def forward(self, image_embeds: torch.Tensor, cos_sim: torch.Tensor,
+                logit_scale: torch.Tensor) -> torch.Tensor:
+        if self.neg_embeds is None:
+            raise RuntimeError('NegLabelScorer.prepare(classifier) must run '
+                               'before scoring')
+        # fp32 similarities even under autocast: tau = 0.01 amplifies
+        # half-precision rounding 100 times
+        with torch.autocast(image_embeds.device.type, enabled=False):
+            neg = self.neg_embeds.to(image_embeds.device)
+            neg_sim = image_embeds.float() @ neg.T
+            return neglabel_score(
+                cos_sim.float(),
+                neg_sim,
+                self.temperature,
+                ngroup=self.ngroup,
+                group_indices=self.group_indices)

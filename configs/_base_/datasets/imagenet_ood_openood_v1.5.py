@@ -1,0 +1,71 @@
+# ImageNet-1k benchmark of OpenOOD v1.5: near-OoD SSB-hard and NINCO, far-OoD
+# iNaturalist, Textures and OpenImage-O, each listed by an OpenOOD image list
+# (lines "relative/path label", labels ignored). ID = ImageNet-1k val through
+# mmpretrain's ImageNet (all 50,000 images), so that ID accuracy is the
+# standard top-1 and matches the MOS configs; OpenOOD's own ID list
+# (test_imagenet.txt) is a subset of the same val images, see
+# docs/data_preparation.md for using it instead. Layout:
+#   data/imagenet/val/...                       (+ data/imagenet/meta/val.txt)
+#   data/openood/benchmark_imglist/imagenet/test_{ssb_hard,ninco,inaturalist,
+#       textures,openimage_o}.txt
+#   data/openood/images_largescale/{ssb_hard,ninco,inaturalist,textures,
+#       openimage_o}/...                        (paths as in the lists)
+# Note: FPR95 here uses the MOS convention (ID positive); OpenOOD's own
+# tables use OoD as positive (AUROC is the same).
+#
+# Exports `ood_test_dataset`, `ood_test_dataloader` and `ood_test_evaluator`
+# (see imagenet_ood_mos.py for why and how to use them).
+imagenet_root = 'data/imagenet'
+openood_root = 'data/openood'
+openood_imglist = 'benchmark_imglist/imagenet'  # relative to openood_root
+openood_images = 'images_largescale'  # relative to openood_root
+
+ood_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=224,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+
+
+def _openood(name):
+    return dict(
+        type='ImageListDataset',
+        data_root=openood_root,
+        ann_file=f'{openood_imglist}/test_{name}.txt',
+        data_prefix=openood_images,
+        with_label=False,
+        pipeline=ood_test_pipeline)
+
+
+ood_test_dataset = dict(
+    type='OoDConcatDataset',
+    id_dataset=dict(
+        type='ImageNet',
+        data_root=imagenet_root,
+        split='val',
+        pipeline=ood_test_pipeline),
+    ood_datasets=dict(
+        ssb_hard=_openood('ssb_hard'),
+        ninco=_openood('ninco'),
+        inaturalist=_openood('inaturalist'),
+        textures=_openood('textures'),
+        openimage_o=_openood('openimage_o'),
+    ),
+    ood_groups=dict(
+        near=['ssb_hard', 'ninco'],
+        far=['inaturalist', 'textures', 'openimage_o']),
+)
+ood_test_dataloader = dict(
+    batch_size=256,
+    num_workers=8,
+    persistent_workers=False,
+    pin_memory=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=ood_test_dataset)
+ood_test_evaluator = dict(type='OoDMetric')

@@ -1,0 +1,31 @@
+# Zero-shot NegLabel (ICLR 2024) with OpenAI's CLIP ViT-B/16 on the MOS
+# ImageNet-1k OoD benchmark (iNaturalist, SUN, Places, Textures). Paper
+# setting: ID prompts "the nice {}", noun prompts "the nice {}", adjective
+# prompts "This is a {} photo", percentile 0.95, ratio 0.15, tau 0.01,
+# 100 groups; MCM is reported alongside. No training: test the OpenAI
+# weights directly (the mined negatives are cached, see NegLabelScorer):
+#   python tools/test.py configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py
+_base_ = [
+    '../_base_/models/clip_vit-b16.py',
+    '../_base_/datasets/imagenet_ood_mos.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(
+    pretrained='openai',
+    classnames='imagenet',
+    test_template='the nice {}',
+    ood_scorers=[
+        dict(
+            type='NegLabelScorer',
+            noun_template='the nice {}',
+            adj_template='This is a {} photo',
+            percentile=0.95,
+            ratio=0.15,
+            temperature=0.01,
+            ngroup=100),
+        dict(type='MCMScorer', temperature=0.01),
+    ],
+)
+test_dataloader = {{_base_.ood_test_dataloader}}
+test_evaluator = {{_base_.ood_test_evaluator}}
+test_cfg = dict()

@@ -1,0 +1,477 @@
+"""Tests of NegLabelScorer (mining through the classifier, cache, label
+files) and of the NegLabel/MCM configs' models."""
+import os.path as osp
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+import cma_ood  # noqa: F401  (registers the components)
+from cma_ood.datasets.wordnet import DEFAULT_LEXNAMES
+from cma_ood.models import MultiModalClassifier, NegLabelScorer
+from cma_ood.models import neglabel_scorer as nls
+from cma_ood.models.clip_builder import tokenize
+from cma_ood.models.neglabel import mine_negative_labels, neglabel_score
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSNAMES = ['cat', 'dog', 'car', 'tree', 'house', 'boat']
+LEXNAMES = ('noun.act', 'noun.artifact', 'noun.Tops', 'adj.all')
+SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ru', 'sa', 'to', 'vi', 'be', 'du']
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run faster on one thread (no pool contention on busy
+    CI machines); restored afterwards for the other tests."""
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)
+
+
+def words(start, n):
+    """``n`` distinct short pseudo-words (two syllables each)."""
+    out = []
+    for i in range(start, start + n):
+        a, b = divmod(i, len(SYLLABLES))
+        out.append(SYLLABLES[a % len(SYLLABLES)] + SYLLABLES[b])
+    return out
+
+
+@pytest.fixture
+def txt_dir(tmp_path):
+    """3 noun files and 1 adjective file of ~40 words, with a blank line,
+    surrounding spaces and duplicates across the noun files."""
+    root = tmp_path / 'txtfiles'
+    root.mkdir()
+    act, artifact, tops, adj = words(0, 40), words(40, 40), words(80, 19), \
+        words(0, 40)  # the adjectives reuse the first noun words
+    (root / 'noun.act.txt').write_text('\n'.join(act[:20] + [''] + act[20:]) +
+                                       '\n')
+    (root / 'noun.artifact.txt').write_text(
+        '\n'.join(f'  {w} ' for w in artifact) + '\n' + act[3] + '\n')
+    (root / 'noun.Tops.txt').write_text('\n'.join(tops + [artifact[0]]))
+    (root / 'adj.all.txt').write_text('\n'.join(adj) + '\n\n')
+    return dict(
+        dir=root,
+        nouns=act + artifact + tops,  # de-duplicated, in file order
+        adjs=adj)
+
+
+def make_classifier(txt_dir, cache_dir, seed=0, classnames=CLASSNAMES,
+                    **scorer_kw):
+    torch.manual_seed(seed)
+    kw = dict(
+        type='NegLabelScorer',
+        txt_dir=str(txt_dir),
+        lexnames=LEXNAMES,
+        ngroup=4,
+        batch_size=64,
+        cache_dir=cache_dir if cache_dir in (None, False) else str(cache_dir))
+    kw.update(scorer_kw)
+    clf = MultiModalClassifier(
+        arch='tiny-vit-32px',
+        pretrained=None,
+        classnames=classnames,
+        ood_scorers=[kw, dict(type='MCMScorer')])
+    return clf.eval()
+
+
+def count_encodes(monkeypatch, clf):
+    """Spy on ``clf.encode_prompts``; returns the list of batch sizes."""
+    calls = []
+    original = clf.encode_prompts
+
+    def spy(tokens):
+        calls.append(tokens.shape[0])
+        return original(tokens)
+
+    monkeypatch.setattr(clf, 'encode_prompts', spy)
+    return calls
+
+
+def direct_mining(clf, nouns, adjs, noun_template='the nice {}',
+                  adj_template='This is a {} photo', percentile=0.95,
+                  ratio=0.15):
+    """Independent path: encode all candidates at once and mine."""
+    n = clf.encode_prompts(
+        tokenize([noun_template.format(w) for w in nouns],
+                 clf.context_length))
+    a = clf.encode_prompts(
+        tokenize([adj_template.format(w) for w in adjs], clf.context_length))
+    ni, ai = mine_negative_labels(clf.class_embeddings(), n, a, percentile,
+                                  ratio)
+    labels = [nouns[i] for i in ni] + [adjs[i] for i in ai]
+    kinds = ['n'] * len(ni) + ['a'] * len(ai)
+    return labels, kinds, torch.cat([n[ni], a[ai]])
+
+
+def cache_files(cache_dir):
+    return sorted(p.name for p in Path(cache_dir).glob('*'))
+
+
+# --------------------------------------------------------------- mining
+def test_read_candidates(txt_dir):
+    nouns, adjs = nls.read_candidates(txt_dir['dir'], LEXNAMES)
+    assert nouns == txt_dir['nouns']
+    assert adjs == txt_dir['adjs']
+
+
+def test_mined_set_matches_direct_mining(txt_dir, tmp_path):
+    clf = make_classifier(txt_dir['dir'], tmp_path / 'cache')
+    scorer = clf.ood_scorers[0]
+    assert isinstance(scorer, NegLabelScorer) and scorer.name == 'NegLabel'
+    scorer.prepare(clf)
+    labels, kinds, embeds = direct_mining(clf, txt_dir['nouns'],
+                                          txt_dir['adjs'])
+    assert len(labels) == int(99 * 0.15) + int(40 * 0.15)
+    assert scorer.neg_labels == labels
+    assert scorer.neg_kinds == kinds
+    torch.testing.assert_close(scorer.neg_embeds, embeds, rtol=0, atol=1e-5)
+    assert scorer.group_indices.shape == (4, len(labels) // 4)
+    # derived state is not checkpointed
+    assert not any('neg_embeds' in k or 'group_indices' in k
+                   for k in clf.state_dict())
+
+
+def test_scores_match_neglabel_score(txt_dir, tmp_path):
+    clf = make_classifier(txt_dir['dir'], tmp_path / 'cache')
+    images = torch.randn(5, 3, 32, 32)
+    samples = clf.predict(images)  # prepares the scorers
+    _, _, neg = direct_mining(clf, txt_dir['nouns'], txt_dir['adjs'])
+    emb = F.normalize(clf.encode_image(images).float(), dim=-1)
+    cos = emb @ clf.class_embeddings().T
+    expected = neglabel_score(cos, emb @ neg.T, 0.01, ngroup=4, seed=0)
+    got = torch.stack([s.ood_scores['NegLabel'] for s in samples])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert set(samples[0].ood_scores) == {'NegLabel', 'MCM'}
+
+
+def test_forward_requires_prepare(txt_dir, tmp_path):
+    scorer = NegLabelScorer(txt_dir=str(txt_dir['dir']), lexnames=LEXNAMES)
+    with pytest.raises(RuntimeError, match='prepare'):
+        scorer(torch.zeros(1, 4), torch.zeros(1, 2), torch.tensor(1.0))
+
+
+# ---------------------------------------------------------------- cache
+def test_cache_hit_skips_encoding(txt_dir, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    clf = make_classifier(txt_dir['dir'], cache)
+    first = clf.ood_scorers[0]
+    first.prepare(clf)
+    assert cache_files(cache) == [first.cache_file.name]
+    assert first.cache_file.name.startswith('neglabel_')
+
+    clf2 = make_classifier(txt_dir['dir'], cache, seed=1)
+    clf2.load_state_dict(clf.state_dict())
+    calls = count_encodes(monkeypatch, clf2)
+    second = clf2.ood_scorers[0]
+    second.prepare(clf2)
+    assert calls == []  # neither candidates nor ID prompts were encoded
+    assert second.cache_file == first.cache_file
+    assert second.neg_labels == first.neg_labels
+    assert second.neg_kinds == first.neg_kinds
+    assert torch.equal(second.neg_embeds, first.neg_embeds)
+    assert torch.equal(second.group_indices, first.group_indices)
+    assert cache_files(cache) == [first.cache_file.name]  # no tmp left
+
+
+def test_cache_key_changes(txt_dir, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    base = make_classifier(txt_dir['dir'], cache)
+    base.ood_scorers[0].prepare(base)
+    seen = {base.ood_scorers[0].cache_file}
+
+    def prepare_fresh(clf, expect_hit):
+        calls = count_encodes(monkeypatch, clf)
+        scorer = clf.ood_scorers[0]
+        scorer.prepare(clf)
+        assert bool(calls) != expect_hit
+        return scorer.cache_file
+
+    def clone(**kw):
+        clf = make_classifier(kw.pop('txt', txt_dir['dir']), cache, **kw)
+        clf.load_state_dict(base.state_dict())
+        return clf
+
+    # the image tower is not part of the key
+    clf = clone()
+    with torch.no_grad():
+        clf.clip.visual.conv1.weight.add_(0.5)
+    assert prepare_fresh(clf, expect_hit=True) in seen
+
+    # a text-tower weight
+    clf = clone()
+    with torch.no_grad():
+        clf.clip.ln_final.bias.add_(0.01)
+    clf.invalidate_cache()
+    variants = [prepare_fresh(clf, expect_hit=False)]
+
+    # a hyper-parameter and a template (more in the key-only test below)
+    for kw in (dict(ratio=0.2), dict(noun_template='a {}')):
+        variants.append(prepare_fresh(clone(**kw), expect_hit=False))
+
+    # candidate list content
+    changed = tmp_path / 'changed'
+    changed.mkdir()
+    for p in txt_dir['dir'].iterdir():
+        (changed / p.name).write_text(p.read_text())
+    with open(changed / 'adj.all.txt', 'a') as f:
+        f.write('zuzu\n')
+    variants.append(prepare_fresh(clone(txt=changed), expect_hit=False))
+
+    assert len(set(variants)) == len(variants)
+    assert not seen & set(variants)
+    assert len(cache_files(cache)) == 1 + len(variants)
+    # groups/temperature/seed only affect scoring: same mined set
+    assert prepare_fresh(
+        clone(ngroup=2, temperature=0.5, seed=3), expect_hit=True) in seen
+
+
+def test_cache_key_covers_settings(txt_dir, tmp_path):
+    """Key-only checks of the remaining inputs (no mining)."""
+    clf = make_classifier(txt_dir['dir'], False)
+    nouns, adjs = txt_dir['nouns'], txt_dir['adjs']
+
+    def key(clf=clf, nouns=nouns, adjs=adjs, **kw):
+        scorer = NegLabelScorer(
+            txt_dir=str(txt_dir['dir']), lexnames=LEXNAMES, **kw)
+        return scorer.cache_key(clf, nouns, adjs)
+
+    base = key()
+    assert key() == base and key(ngroup=7, temperature=1.0, seed=5) == base
+    others = [
+        key(percentile=0.9), key(ratio=0.3), key(adj_template='a {} one'),
+        key(noun_template='a {}'), key(nouns=nouns[:-1]),
+        key(adjs=adjs[::-1]), key(nouns=nouns + adjs[:1],
+                                  adjs=adjs[1:])
+    ]
+    clf.test_template = 'a photo of a {}'
+    others.append(key())
+    clf.test_template = 'the nice {}'
+    clf.classnames = CLASSNAMES[::-1]
+    others.append(key())
+    clf.classnames = CLASSNAMES
+    assert key() == base
+    with torch.no_grad():
+        clf.clip.token_embedding.weight[3, 0] += 1e-3
+    others.append(key())
+    assert len(set(others)) == len(others) and base not in others
+
+
+def test_cache_dir_env_and_disabled(txt_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv('CMA_OOD_CACHE', str(tmp_path / 'env'))
+    clf = make_classifier(txt_dir['dir'], None)
+    scorer = clf.ood_scorers[0]
+    assert scorer.resolved_cache_dir() == tmp_path / 'env' / 'neglabel'
+    scorer.prepare(clf)
+    assert scorer.cache_file.parent == tmp_path / 'env' / 'neglabel'
+    assert scorer.cache_file.is_file()
+
+    monkeypatch.setenv('CMA_OOD_CACHE', str(tmp_path / 'env2'))
+    clf = make_classifier(txt_dir['dir'], False)
+    scorer = clf.ood_scorers[0]
+    scorer.prepare(clf)
+    assert scorer.cache_file is None
+    assert not (tmp_path / 'env2').exists()
+
+    monkeypatch.delenv('CMA_OOD_CACHE')
+    assert nls.default_cache_dir() == Path(
+        osp.expanduser('~/.cache/cma_ood/neglabel'))
+
+
+def test_corrupt_cache_is_ignored(txt_dir, tmp_path):
+    cache = tmp_path / 'cache'
+    clf = make_classifier(txt_dir['dir'], cache)
+    scorer = clf.ood_scorers[0]
+    scorer.prepare(clf)
+    labels = scorer.neg_labels
+    scorer.cache_file.write_bytes(b'not a torch file')
+    scorer.prepare(clf)  # mines again and rewrites the file
+    assert scorer.neg_labels == labels
+    data = torch.load(scorer.cache_file, weights_only=True)
+    assert data['labels'] == labels
+
+
+# ------------------------------------------------- distributed (simulated)
+def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    sent = []
+    monkeypatch.setattr(nls, 'broadcast_object_list',
+                        lambda objs: sent.append(list(objs)))
+    monkeypatch.setattr(nls, 'get_dist_info', lambda: (0, 2))
+    clf = make_classifier(txt_dir['dir'], cache)
+    clf.ood_scorers[0].prepare(clf)  # rank 0 mines, saves, broadcasts
+    assert sent == [[None]] and clf.ood_scorers[0].cache_file.is_file()
+
+    # rank 1 waits for rank 0, then reads the cache without encoding
+    monkeypatch.setattr(nls, 'get_dist_info', lambda: (1, 2))
+    clf1 = make_classifier(txt_dir['dir'], cache)
+    clf1.load_state_dict(clf.state_dict())
+    calls = count_encodes(monkeypatch, clf1)
+    clf1.ood_scorers[0].prepare(clf1)
+    assert calls == []
+    assert clf1.ood_scorers[0].neg_labels == clf.ood_scorers[0].neg_labels
+
+    # rank 1 cannot see the file (node-local cache): it mines itself
+    clf1.ood_scorers[0].cache_file.unlink()
+    clf1.ood_scorers[0].prepare(clf1)
+    assert calls and clf1.ood_scorers[0].neg_labels == \
+        clf.ood_scorers[0].neg_labels
+
+    # rank 0 fails: every rank hears about it
+    def fail(*args):
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(nls, 'get_dist_info', lambda: (0, 2))
+    clf0 = make_classifier(txt_dir['dir'], tmp_path / 'other')
+    monkeypatch.setattr(clf0.ood_scorers[0], 'mine', fail)
+    sent.clear()
+    with pytest.raises(RuntimeError, match='boom'):
+        clf0.ood_scorers[0].prepare(clf0)
+    assert 'boom' in sent[0][0]
+
+    monkeypatch.setattr(nls, 'get_dist_info', lambda: (1, 2))
+
+    def receive(objs):
+        objs[0] = 'RuntimeError: boom'
+
+    monkeypatch.setattr(nls, 'broadcast_object_list', receive)
+    with pytest.raises(RuntimeError, match='failed on rank 0.*boom'):
+        make_classifier(txt_dir['dir'], tmp_path / 'other').ood_scorers[
+            0].prepare(clf0)
+
+
+# ---------------------------------------------------------- label files
+def test_dump_and_reload_labels(txt_dir, tmp_path):
+    dump = tmp_path / 'out' / 'neg.txt'
+    clf = make_classifier(txt_dir['dir'], False, dump_labels=str(dump))
+    images = torch.randn(6, 3, 32, 32)
+    scores = torch.stack(
+        [s.ood_scores['NegLabel'] for s in clf.predict(images)])
+    scorer = clf.ood_scorers[0]
+    lines = dump.read_text().splitlines()
+    assert lines == [f'{k}\t{w}' for w, k in zip(scorer.neg_labels,
+                                                 scorer.neg_kinds)]
+
+    clf2 = make_classifier(
+        tmp_path / 'nowhere', False, neg_labels_file=str(dump))
+    clf2.load_state_dict(clf.state_dict())
+    scores2 = torch.stack(
+        [s.ood_scores['NegLabel'] for s in clf2.predict(images)])
+    reloaded = clf2.ood_scorers[0]
+    assert reloaded.neg_labels == scorer.neg_labels
+    assert reloaded.neg_kinds == scorer.neg_kinds
+    torch.testing.assert_close(
+        reloaded.neg_embeds, scorer.neg_embeds, rtol=0, atol=1e-5)
+    torch.testing.assert_close(scores2, scores, rtol=1e-4, atol=1e-6)
+
+
+def test_read_label_file_formats(tmp_path):
+    path = tmp_path / 'labels.txt'
+    path.write_text('n\tfirst word\na\tblue\nplain label\n\n  spaced \n')
+    labels, kinds = nls.read_label_file(path)
+    assert labels == ['first word', 'blue', 'plain label', 'spaced']
+    assert kinds == ['n', 'a', 'n', 'n']
+    with pytest.raises(FileNotFoundError, match='missing.txt'):
+        nls.read_label_file(tmp_path / 'missing.txt')
+    (tmp_path / 'empty.txt').write_text('\n\n')
+    with pytest.raises(ValueError, match='no labels'):
+        nls.read_label_file(tmp_path / 'empty.txt')
+
+
+# --------------------------------------------------------------- errors
+def test_missing_candidate_file(txt_dir, tmp_path):
+    clf = make_classifier(
+        txt_dir['dir'], False, lexnames=LEXNAMES + ('noun.motive',
+                                                    'adj.pert'))
+    with pytest.raises(FileNotFoundError) as err:
+        clf.ood_scorers[0].prepare(clf)
+    msg = str(err.value)
+    assert 'noun.motive.txt' in msg and 'adj.pert.txt' in msg
+
+
+def test_ngroup_too_large(txt_dir, tmp_path):
+    clf = make_classifier(txt_dir['dir'], False, ngroup=100)
+    with pytest.raises(ValueError, match=r'ngroup=100 exceeds .* \(20\)'):
+        clf.ood_scorers[0].prepare(clf)
+
+
+@pytest.mark.parametrize('kw', [
+    dict(ngroup=0), dict(ratio=0.0), dict(ratio=1.5), dict(percentile=2.0),
+    dict(temperature=0.0), dict(noun_template='no placeholder'),
+    dict(lexnames=('verb.body', )), dict(batch_size=0)
+])
+def test_bad_arguments(kw):
+    with pytest.raises(ValueError):
+        NegLabelScorer(**kw)
+
+
+def test_default_txt_dir():
+    assert nls.default_txt_dir() == REPO / 'txtfiles'
+    scorer = NegLabelScorer()
+    assert scorer.lexnames == DEFAULT_LEXNAMES
+    for name in DEFAULT_LEXNAMES:
+        assert (scorer.resolved_txt_dir() / f'{name}.txt').is_file()
+
+
+# -------------------------------------------------------------- configs
+NEGLABEL_CONFIGS = [
+    'configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py',
+    'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py',
+    'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-openood.py',
+]
+
+
+@pytest.mark.parametrize('path', NEGLABEL_CONFIGS)
+def test_neglabel_config_models(path):
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(str(REPO / path))
+    model_cfg = cfg.model
+    assert model_cfg.arch == 'ViT-B/16'
+    assert model_cfg.classnames == 'imagenet'
+    assert model_cfg.test_template == 'the nice {}'
+    neg, mcm = model_cfg.ood_scorers
+    assert neg.type == 'NegLabelScorer' and mcm.type == 'MCMScorer'
+    assert mcm.temperature == 0.01
+    model_cfg.pretrained = None
+    if 'cma/' in path:  # CMA fine-tuning settings are inherited
+        assert model_cfg.loss == dict(type='CMALoss', lam=0.001)
+        assert cfg.train_cfg.max_epochs == 10
+        model_cfg.arch = 'tiny-vit-32px'  # keep the test fast
+    model = MODELS.build(model_cfg)
+    scorer = model.ood_scorers[0]
+    assert isinstance(scorer, NegLabelScorer)
+    # the NegLabel paper setting
+    assert scorer.noun_template == 'the nice {}'
+    assert scorer.adj_template == 'This is a {} photo'
+    assert (scorer.percentile, scorer.ratio, scorer.temperature,
+            scorer.ngroup) == (0.95, 0.15, 0.01, 100)
+    assert scorer.lexnames == DEFAULT_LEXNAMES
+    assert scorer.txt_dir is None and scorer.cache_dir is None
+    assert [s.name for s in model.ood_scorers] == ['NegLabel', 'MCM']
+    assert model.num_classes == 1000
+    assert cfg.test_evaluator == dict(type='OoDMetric')
+    # the OoD test set replaced (not merged into) any inherited one
+    dataset = cfg.test_dataloader.dataset
+    assert dataset.type == 'OoDConcatDataset'
+    assert set(dataset) <= {'type', 'id_dataset', 'ood_datasets',
+                            'ood_groups'}
+    assert dataset.id_dataset.type == 'ImageNet'
+    assert dataset.id_dataset.split == 'val'
+    assert cfg.test_dataloader.batch_size == 256
+    assert 'test_cfg' in cfg
+
+
+def test_mcm_config_model():
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(
+        str(REPO / 'configs/mcm/mcm_clip-vit-b16_1xb256_in1k-mos.py'))
+    cfg.model.pretrained = None
+    cfg.model.arch = 'tiny-vit-32px'
+    model = MODELS.build(cfg.model)
+    assert [s.name for s in model.ood_scorers] == ['MCM']
+    assert model.ood_scorers[0].temperature == 0.01
+    assert model.test_template == 'the nice {}'

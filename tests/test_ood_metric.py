@@ -1,0 +1,176 @@
+"""OoDMetric: per-set/mean figures, dedup, errors, outputs, distributed."""
+import json
+import os.path as osp
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import cma_ood  # noqa: F401
+from cma_ood.evaluation import OoDMetric, ood_metrics
+
+META = dict(classes=('a', 'b', 'c'), id_source='ID',
+            ood_sources=('ID', 'near', 'far1', 'far2'),
+            ood_groups=dict(far=['far1', 'far2']))
+
+
+def make_samples(seed=0, sizes=(('ID', 40), ('near', 25), ('far1', 30),
+                                ('far2', 9))):
+    """Fake predict() outputs in dataset order, as dicts (what the
+    evaluator passes to process)."""
+    rng = np.random.default_rng(seed)
+    samples, index = [], 0
+    for source, n in sizes:
+        shift = 1.0 if source == 'ID' else 0.0
+        for _ in range(n):
+            gt = int(rng.integers(3)) if source == 'ID' else -1
+            pred = gt if rng.random() < 0.7 else int(rng.integers(3))
+            samples.append(
+                dict(ood_source=source, ood_index=index,
+                     gt_label=torch.tensor([gt]),
+                     pred_label=torch.tensor([pred]),
+                     ood_scores=dict(
+                         A=torch.tensor(rng.normal(shift, 1.0)),
+                         B=torch.tensor(float(rng.integers(0, 4)) + shift))))
+            index += 1
+    return samples
+
+
+def expected(samples):
+    out = {}
+    id_ = [s for s in samples if s['ood_source'] == 'ID']
+    out['accuracy/top1'] = 100 * np.mean(
+        [int(s['pred_label']) == int(s['gt_label']) for s in id_])
+    for score in ('A', 'B'):
+        def scores(src):
+            return np.array([float(s['ood_scores'][score]) for s in samples
+                             if s['ood_source'] == src])
+        per = {src: ood_metrics(scores('ID'), scores(src))
+               for src in ('near', 'far1', 'far2')}
+        for src, vals in per.items():
+            for k, v in vals.items():
+                out[f'{score}/{src}/{k}'] = v
+        for k in ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT'):
+            out[f'{score}/mean/{k}'] = np.mean([per[s][k] for s in per])
+            out[f'{score}/far/{k}'] = np.mean(
+                [per[s][k] for s in ('far1', 'far2')])
+    return out
+
+
+def run_metric(samples, size=None, **kwargs):
+    metric = OoDMetric(**kwargs)
+    metric.dataset_meta = META
+    for i in range(0, len(samples), 7):
+        metric.process({}, samples[i:i + 7])
+    return metric.evaluate(size or len(samples))
+
+
+def assert_metrics_equal(got, want):
+    assert set(got) == {f'ood/{k}' for k in want}
+    for k, v in want.items():
+        assert got[f'ood/{k}'] == pytest.approx(v, abs=1e-9), k
+
+
+def test_metrics_match_ood_metrics_per_set_mean_and_group(tmp_path):
+    samples = make_samples()
+    got = run_metric(samples, out_dir=str(tmp_path))
+    assert_metrics_equal(got, expected(samples))
+    with open(tmp_path / 'ood_results.json') as f:
+        report = json.load(f)
+    assert report['num_samples'] == {'ID': 40, 'near': 25, 'far1': 30,
+                                     'far2': 9}
+    assert list(report['scores']['A']) == ['near', 'far1', 'far2', 'mean',
+                                           'far']
+    assert report['scores']['B']['far1']['FPR95'] == pytest.approx(
+        got['ood/B/far1/FPR95'])
+    for score in 'AB':
+        for src in ('near', 'far1', 'far2'):
+            assert osp.getsize(tmp_path / 'ood_plots' /
+                               f'{score}_{src}.png') > 1000
+
+
+def test_duplicates_count_once():
+    samples = make_samples(seed=1)
+    padded = samples + samples[:5] + samples[-3:]
+    metric = OoDMetric()
+    metric.dataset_meta = META
+    metric.process({}, padded)
+    # evaluate with the padded length: mmengine does not truncate here
+    got = metric.evaluate(len(padded))
+    assert_metrics_equal(got, expected(samples))
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_scores_name_the_dataset(bad):
+    samples = make_samples(seed=2)
+    samples[50]['ood_scores']['B'] = torch.tensor(bad)
+    assert samples[50]['ood_source'] == 'near'
+    with pytest.raises(ValueError,
+                       match="score 'B' .* 1 of 25 samples of dataset "
+                       "'near'"):
+        run_metric(samples)
+
+
+def test_untagged_samples_are_an_error():
+    metric = OoDMetric()
+    with pytest.raises(KeyError, match='OoDConcatDataset'):
+        metric.process({}, [dict(pred_label=torch.tensor([0]))])
+
+
+def test_table_lists_every_set_and_score(caplog):
+    from cma_ood.evaluation import format_ood_table
+    samples = make_samples(seed=3)
+    metric = OoDMetric()
+    metric.dataset_meta = META
+    metric.process({}, samples)
+    metric.compute_metrics(metric.results)
+    report = dict(id_accuracy_top1=71.5, num_samples={'near': 3},
+                  scores=dict(A=dict(near=dict(FPR95=12.345, AUROC=90.0,
+                                               AUPR_IN=80.0, AUPR_OUT=70.0))))
+    table = format_ood_table(report)
+    assert 'ID top-1 accuracy: 71.50' in table
+    assert '12.35' in table and 'near' in table
+
+
+# ---------------------------------------------------------------- distributed
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _dist_worker(rank, world_size, port, samples, queue):
+    import torch.distributed as dist
+    from mmengine.dataset import DefaultSampler
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    try:
+        sampler = DefaultSampler(list(range(len(samples))), shuffle=False)
+        metric = OoDMetric()
+        metric.dataset_meta = META
+        mine = [samples[i] for i in sampler]
+        for i in range(0, len(mine), 4):
+            metric.process({}, mine[i:i + 4])
+        result = metric.evaluate(len(samples))
+        queue.put((rank, len(mine), result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_collection_with_uneven_shards():
+    samples = make_samples(seed=4, sizes=(('ID', 13), ('near', 6),
+                                          ('far1', 5), ('far2', 3)))
+    assert len(samples) % 2 == 1  # the sampler pads one duplicate
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    procs = mp.start_processes(_dist_worker,
+                               args=(2, _free_port(), samples, queue),
+                               nprocs=2, join=False, start_method='spawn')
+    results = dict((r, (n, m)) for r, n, m in
+                   (queue.get(timeout=120) for _ in range(2)))
+    procs.join(timeout=60)
+    assert results[0][0] == results[1][0] == 14  # 27 samples + 1 padding
+    assert_metrics_equal(results[0][1], expected(samples))
+    assert results[1][1] == results[0][1]  # broadcast to every rank
