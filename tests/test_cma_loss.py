@@ -279,9 +279,9 @@ def test_default_lam_and_repr():
     assert 'lam=0.001' in repr(crit)
 
 
-@pytest.mark.parametrize('lam', [-1e-9, -0.001, -1.0])
-def test_negative_lam_raises(lam):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize('lam', [-1e-9, -0.001, -1.0, float('nan'), float('inf')])
+def test_negative_or_non_finite_lam_raises(lam):
+    with pytest.raises(ValueError, match='finite and >= 0'):
         CMALoss(lam=lam)
 
 

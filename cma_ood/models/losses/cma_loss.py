@@ -19,6 +19,7 @@ only its own rows of the two logit matrices against the embeddings gathered
 batch. Each rank's loss is scaled so that the mean over ranks equals the
 single-process loss on the concatenated batch, also with uneven batches.
 """
+import math
 from typing import Dict, NamedTuple
 
 import torch
@@ -113,8 +114,8 @@ class CMALoss(nn.Module):
 
     def __init__(self, lam: float = 0.001, gather_with_grad: bool = True):
         super().__init__()
-        if lam < 0:
-            raise ValueError(f'CMALoss: lam must be >= 0, got {lam}')
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ValueError(f'CMALoss: lam must be finite and >= 0, got {lam}')
         self.lam = float(lam)
         self.gather_with_grad = gather_with_grad
 
