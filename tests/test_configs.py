@@ -36,17 +36,33 @@ def test_config_loads_and_builds(path):
     loader = cfg.get('train_dataloader') or cfg.test_dataloader
     assert int(per_gpu) == loader.batch_size
     model_cfg = cfg.model.copy()
-    model_cfg['pretrained'] = None  # no downloads in tests
+    if model_cfg.type == 'MultiModalClassifier':
+        model_cfg['pretrained'] = None  # no downloads in tests
     model = MODELS.build(model_cfg)
-    assert model.clip.visual.input_resolution == _crop_size(cfg)
+    if hasattr(model, 'clip'):
+        assert model.clip.visual.input_resolution == _crop_size(cfg)
+    else:
+        # a probe on cached embeddings (configs/plp, configs/linear-probe):
+        # its input size is the embedding size of the CLIP that its
+        # feature_extraction section encodes the images with
+        extraction = cfg.feature_extraction
+        clip_model = MODELS.build(dict(extraction.model, pretrained=None))
+        assert model.in_dim == clip_model.clip.text_projection.shape[1]
+        for split in extraction.splits.values():
+            assert clip_model.clip.visual.input_resolution == _crop_size(
+                split.dataloader)
     assert cfg.test_evaluator and cfg.test_dataloader
 
 
 def _crop_size(cfg):
-    for step in cfg.test_dataloader.dataset.get('pipeline', []):
+    """CenterCrop size of the test pipeline of a config (or of the pipeline
+    of a dataloader config), else ``img_size`` of the config or of its
+    dataset (ShapesDataset), else 224."""
+    dataset = (cfg.get('test_dataloader') or cfg).dataset
+    for step in dataset.get('pipeline', []):
         if step['type'] == 'CenterCrop':
             return step['crop_size']
-    return cfg.get('img_size', 224)
+    return cfg.get('img_size', dataset.get('img_size', 224))
 
 
 def test_cma_recipe_matches_the_paper():
@@ -56,7 +72,8 @@ def test_cma_recipe_matches_the_paper():
     assert cfg.model.loss == dict(type='CMALoss', lam=0.001)
     assert cfg.model.train_template == 'a photo of a {}'
     assert cfg.optim_wrapper.optimizer == dict(
-        type='AdamW', lr=1e-5, weight_decay=0.1)
+        type='AdamW', lr=1e-5, weight_decay=0.1, fused=True)
+    assert cfg.optim_wrapper.type == 'AutoAmpOptimWrapper'
     warmup, cosine = cfg.param_scheduler
     assert (warmup.type, warmup.by_epoch, warmup.end) == ('LinearLR', False,
                                                           500)
@@ -93,7 +110,10 @@ def test_schedule_lr_follows_warmup_then_cosine():
         osp.join(REPO, 'configs/cma/cma_clip-vit-b16_4xb128_in1k.py'))
     iters_per_epoch = 100
     total = 10 * iters_per_epoch
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
     wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    assert type(wrapper).__name__ == 'OptimWrapper'  # fp32 without a GPU
     warmup = LinearLR(wrapper.optimizer, start_factor=1 / 500, by_epoch=False,
                       begin=0, end=500)
     cosine = CosineAnnealingLR.build_iter_from_epoch(

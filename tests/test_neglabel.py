@@ -324,3 +324,17 @@ def test_score_rejects_bad_arguments():
         neglabel_score(pos[0], neg)
     with pytest.raises(ValueError, match='num_neg'):
         neglabel_group_indices(0, 1)
+
+
+def test_mining_ignores_autocast():
+    """Inside an autocast region the affinities stay float32 (quantiles of
+    bf16 similarities would reorder close candidates)."""
+    g = torch.Generator().manual_seed(7)
+    pos = F.normalize(torch.randn(10, 16, generator=g), dim=-1)
+    nouns = F.normalize(torch.randn(50, 16, generator=g), dim=-1)
+    adjs = F.normalize(torch.randn(30, 16, generator=g), dim=-1)
+    expected = mine_negative_labels(pos, nouns, adjs)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = mine_negative_labels(pos, nouns, adjs)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)

@@ -84,9 +84,9 @@ def count_encodes(monkeypatch, clf):
     calls = []
     original = clf.encode_prompts
 
-    def spy(tokens):
+    def spy(tokens, **kwargs):
         calls.append(tokens.shape[0])
-        return original(tokens)
+        return original(tokens, **kwargs)
 
     monkeypatch.setattr(clf, 'encode_prompts', spy)
     return calls
@@ -109,7 +109,8 @@ def direct_mining(clf, nouns, adjs, noun_template='the nice {}',
 
 
 def cache_files(cache_dir):
-    return sorted(p.name for p in Path(cache_dir).glob('*'))
+    """The mined-negatives cache files (token caches are separate)."""
+    return sorted(p.name for p in Path(cache_dir).glob('neglabel_*'))
 
 
 # --------------------------------------------------------------- mining

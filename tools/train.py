@@ -56,24 +56,6 @@ def parse_args():
     return args
 
 
-def amp_optim_wrapper(optim_wrapper: dict) -> dict:
-    """Switch an optim wrapper config to MMEngine's AMP wrapper."""
-    import torch
-    if not torch.cuda.is_available():
-        from mmengine.logging import print_log
-        print_log('--amp needs a GPU; training in fp32 on the CPU',
-                  logger='current', level=30)
-        return optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        return optim_wrapper
-    bf16 = torch.cuda.is_bf16_supported()
-    return dict(
-        optim_wrapper,
-        type='AmpOptimWrapper',
-        dtype='bfloat16' if bf16 else 'float16',
-        loss_scale='dynamic')
-
-
 def merge_args(cfg: Config, args) -> Config:
     """Apply the command-line arguments to the config."""
     cfg.launcher = args.launcher
@@ -83,7 +65,8 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
+        from cma_ood.engine import amp_optim_wrapper_cfg
+        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -1,7 +1,10 @@
+from .feature_dataset import CachedFeatureDataset
+from .image_check import BrokenImageError, CheckedLoadImageFromFile
+from .image_list import ImageListDataset
 from .ood_concat import OoDConcatDataset
 from .shapes import ShapesDataset
 
-__all__ = ['OoDConcatDataset', 'ShapesDataset']
-from .image_list import ImageListDataset  # noqa: E402
-
-__all__ += ['ImageListDataset']
+__all__ = [
+    'BrokenImageError', 'CachedFeatureDataset', 'CheckedLoadImageFromFile',
+    'ImageListDataset', 'OoDConcatDataset', 'ShapesDataset'
+]

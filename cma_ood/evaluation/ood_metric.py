@@ -108,6 +108,9 @@ class OoDMetric(BaseMetric):
         groups = (self.dataset_meta or {}).get('ood_groups', {})
         metrics = OrderedDict()
         report = dict(id_source=id_source, scores={}, num_samples={})
+        skipped = (self.dataset_meta or {}).get('skipped_images')
+        if skipped:
+            report['skipped_images'] = dict(skipped)
         if acc:
             metrics['accuracy/top1'] = 100.0 * float(np.mean(acc))
         for name, by_source in scores.items():
@@ -186,4 +189,8 @@ def format_ood_table(report: dict) -> str:
     console.print(table)
     if acc is not None:
         console.print(f'ID top-1 accuracy: {acc:.2f}')
+    if report.get('skipped_images'):
+        console.print('Broken images skipped (skip_broken=True): ' +
+                      ', '.join(f'{k}: {v}'
+                                for k, v in report['skipped_images'].items()))
     return console.file.getvalue()

@@ -1,7 +1,13 @@
 from .clip_builder import build_clip, list_clip_archs, load_clip_state_dict
+from .feature_scorers import KNNScorer, MahalanobisScorer, ProbeScorer
+from .feature_scores import (PLP_TEMPLATES, knn_score, mahalanobis_fit,
+                             mahalanobis_score, pseudo_labels,
+                             zero_shot_ensemble_weights)
+from .linear_probe import LinearProbe
 from .losses import CMALoss, cma_loss
 from .multimodal_classifier import MultiModalClassifier
 from .neglabel import mine_negative_labels, neglabel_score
+from .neglabel_scorer import NegLabelScorer
 from .ood_scores import energy_score, max_logit_score, mcm_score, msp_score
 from .scorers import (BaseOoDScorer, EnergyScorer, MaxLogitScorer, MCMScorer,
                       MSPScorer)
@@ -11,8 +17,8 @@ __all__ = [
     'cma_loss', 'MultiModalClassifier', 'mine_negative_labels',
     'neglabel_score', 'mcm_score', 'msp_score', 'max_logit_score',
     'energy_score', 'BaseOoDScorer', 'MCMScorer', 'MSPScorer',
-    'MaxLogitScorer', 'EnergyScorer'
+    'MaxLogitScorer', 'EnergyScorer', 'NegLabelScorer', 'PLP_TEMPLATES',
+    'knn_score', 'mahalanobis_fit', 'mahalanobis_score', 'pseudo_labels',
+    'zero_shot_ensemble_weights', 'KNNScorer', 'MahalanobisScorer',
+    'ProbeScorer', 'LinearProbe'
 ]
-from .neglabel_scorer import NegLabelScorer  # noqa: E402
-
-__all__ += ['NegLabelScorer']

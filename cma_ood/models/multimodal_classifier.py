@@ -5,11 +5,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
+from mmengine.utils import ProgressBar
 from mmpretrain.datasets.categories import IMAGENET_SIMPLE_CATEGORIES
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from .clip_builder import build_clip, tokenize
+from .clip_text import encode_text_truncated, round_length, text_length
 
 # CLIP's normalisation on the 0-255 scale of mmpretrain's preprocessors
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
@@ -82,6 +84,12 @@ class MultiModalClassifier(BaseModel):
         max_logit_scale (float): clamp of the exponentiated logit scale.
         text_batch_size (int): prompts encoded per forward when building
             the class embeddings.
+        truncate_text (bool): run the text tower only up to the batch's
+            last EOT token, with causal SDPA attention (identical results,
+            see :mod:`cma_ood.models.clip_text`). Defaults to True.
+        compile (bool | dict): ``torch.compile`` the image tower (in place,
+            checkpoint keys unchanged) and the text forward; a dict is passed
+            to ``torch.compile`` as keyword arguments. Defaults to False.
         data_preprocessor (dict, optional): defaults to mmpretrain's
             ``ClsDataPreprocessor`` with CLIP's mean/std, BGR -> RGB.
     """
@@ -99,6 +107,8 @@ class MultiModalClassifier(BaseModel):
                  freeze_text: bool = False,
                  max_logit_scale: float = 100.0,
                  text_batch_size: int = 1024,
+                 truncate_text: bool = True,
+                 compile: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
@@ -123,6 +133,12 @@ class MultiModalClassifier(BaseModel):
             raise ValueError(f'OoD scorer names must be unique, got {names}')
         self.max_logit_scale = max_logit_scale
         self.text_batch_size = text_batch_size
+        self.truncate_text = truncate_text
+        self._text_forward = self._truncated_text_forward
+        if compile:
+            kwargs = compile if isinstance(compile, dict) else {}
+            self.clip.visual.compile(**kwargs)
+            self._text_forward = torch.compile(self._text_forward, **kwargs)
         self.freeze_image = freeze_image
         self.freeze_text = freeze_text
         self._freeze()
@@ -161,6 +177,9 @@ class MultiModalClassifier(BaseModel):
                               self.context_length).to(device)
             # buffers move with the model but are not saved in checkpoints
             self.register_buffer(attr, tokens, persistent=False)
+        # positions each training prompt needs (last EOT + 1), kept on the
+        # CPU so that cutting a batch's tokens never waits for the GPU
+        self._train_lengths = self.train_tokens.argmax(dim=-1).cpu() + 1
 
     @property
     def num_classes(self) -> int:
@@ -195,18 +214,37 @@ class MultiModalClassifier(BaseModel):
         """Raw image embeddings ``(B, D)`` of preprocessed images."""
         return self.clip.encode_image(images)
 
+    def _truncated_text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return encode_text_truncated(self.clip, tokens)
+
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Raw text embeddings ``(N, D)`` of tokens ``(N, L)``."""
-        return self.clip.encode_text(tokens)
+        if not self.truncate_text:
+            return self.clip.encode_text(tokens)
+        return self._text_forward(tokens[:, :text_length(tokens)])
 
     @torch.no_grad()
-    def encode_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """L2-normalised fp32 embeddings of many prompts, in batches."""
-        chunks = [
-            self.encode_text(tokens[i:i + self.text_batch_size]).float()
-            for i in range(0, tokens.shape[0], self.text_batch_size)
-        ]
-        return F.normalize(torch.cat(chunks), dim=-1)
+    def encode_prompts(self,
+                       tokens: torch.Tensor,
+                       batch_size: Optional[int] = None,
+                       progress: bool = False) -> torch.Tensor:
+        """L2-normalised fp32 embeddings ``(N, D)`` of many prompts.
+
+        Prompts are encoded in batches of ``batch_size`` (default
+        ``text_batch_size``) after sorting them by length, so that each
+        batch is cut to nearly its own length; ``progress`` shows a bar."""
+        batch_size = batch_size or self.text_batch_size
+        order = tokens.argmax(dim=-1).argsort()
+        starts = range(0, tokens.shape[0], batch_size)
+        bar = ProgressBar(len(starts)) if progress else None
+        chunks = []
+        for start in starts:
+            chunks.append(
+                self.encode_text(tokens[order[start:start + batch_size]]))
+            if bar is not None:
+                bar.update()
+        embeds = F.normalize(torch.cat(chunks).float(), dim=-1)
+        return embeds[order.argsort()]
 
     def class_embeddings(self) -> torch.Tensor:
         """Normalised test-prompt embeddings ``(C, D)``, cached until the
@@ -235,8 +273,9 @@ class MultiModalClassifier(BaseModel):
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         self._require_classnames()
-        labels = torch.cat([ds.gt_label for ds in data_samples]).to(
-            inputs.device)
+        # labels stay on the CPU (as the data samples hold them) for the
+        # bookkeeping below: no device synchronisation in the step
+        labels = torch.cat([ds.gt_label for ds in data_samples]).cpu()
         if labels.numel() and (labels.min() < 0
                                or labels.max() >= self.num_classes):
             raise ValueError(
@@ -246,12 +285,23 @@ class MultiModalClassifier(BaseModel):
         image_embeds = self.encode_image(inputs)
         # each distinct class prompt is encoded once per batch
         classes, inverse = labels.unique(return_inverse=True)
-        text_embeds = self.encode_text(self.train_tokens[classes])[inverse]
+        text_embeds = self._encode_train_prompts(classes)[inverse.to(
+            inputs.device, non_blocking=True)]
         scale = self.logit_scale()
         losses = self.loss_module.forward_parts(image_embeds.float(),
                                                 text_embeds.float(), scale)
         losses['logit_scale'] = scale.detach()
         return losses
+
+    def _encode_train_prompts(self, classes: torch.Tensor) -> torch.Tensor:
+        """Raw embeddings of the training prompts of ``classes`` (CPU)."""
+        tokens = self.train_tokens[classes.to(self.train_tokens.device,
+                                              non_blocking=True)]
+        if not self.truncate_text:
+            return self.clip.encode_text(tokens)
+        length = round_length(int(self._train_lengths[classes].max()),
+                              tokens.shape[1])
+        return self._text_forward(tokens[:, :length])
 
     def _zero_shot_logits(self, inputs: torch.Tensor):
         image_embeds = F.normalize(self.encode_image(inputs).float(), dim=-1)

@@ -86,9 +86,12 @@ def label_affinity(cand_feats: Tensor,
     rows = max(1, min(chunk_size, _QUANTILE_MAX_NUMEL // num_pos))
     out = torch.empty(
         cand_feats.shape[0], dtype=dtype, device=cand_feats.device)
-    for start in range(0, cand_feats.shape[0], rows):
-        sim = cand_feats[start:start + rows].to(dtype) @ pos_t  # (rows, C)
-        out[start:start + rows] = torch.quantile(sim, percentile, dim=1)
+    # exact similarities even inside an autocast region (ranking by a
+    # quantile is sensitive to bf16/fp16 rounding)
+    with torch.autocast(cand_feats.device.type, enabled=False):
+        for start in range(0, cand_feats.shape[0], rows):
+            sim = cand_feats[start:start + rows].to(dtype) @ pos_t
+            out[start:start + rows] = torch.quantile(sim, percentile, dim=1)
     return out
 
 

@@ -15,7 +15,6 @@ the prompt templates, ``percentile``, ``ratio`` and a format version.
 import hashlib
 import json
 import logging
-import math
 import os
 import os.path as osp
 from pathlib import Path
@@ -98,6 +97,11 @@ def read_candidates(txt_dir: Union[str, Path],
         FileNotFoundError: naming every missing file.
     """
     txt_dir = Path(txt_dir)
+    if not txt_dir.is_dir():
+        raise FileNotFoundError(
+            f'NegLabel candidate directory (txt_dir) not found: {txt_dir}; '
+            'build it with tools/build_wordnet_txtfiles.py or pass '
+            'txt_dir=...')
     kinds = [lexname_kind(name) for name in lexnames]
     paths = [txt_dir / f'{name}.txt' for name in lexnames]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -320,26 +324,57 @@ class NegLabelScorer(BaseOoDScorer):
         hash_tensors(text_tower_state(classifier.clip), hasher)
         return hasher.hexdigest()
 
+    def tokenize(self, prompts: Sequence[str],
+                 context_length: int) -> torch.Tensor:
+        """Token ids ``(N, context_length)`` of ``prompts``.
+
+        Tokenising ~70,000 prompts takes seconds of CPU time and does not
+        depend on the model, so with caching on the result is stored in the
+        cache directory, keyed by the prompts and the context length."""
+        cache = self.resolved_cache_dir()
+        if cache is None:
+            return tokenize(prompts, context_length)
+        hasher = hashlib.sha256(f'{CACHE_FORMAT_VERSION}:{context_length}'
+                                .encode())
+        for prompt in prompts:
+            hasher.update(prompt.encode('utf-8') + b'\0')
+        path = cache / f'tokens-{hasher.hexdigest()}.pt'
+        if path.is_file():
+            try:
+                tokens = torch.load(path, map_location='cpu',
+                                    weights_only=True)
+                if tuple(tokens.shape) == (len(prompts), context_length):
+                    return tokens.long()
+            except Exception as err:  # corrupt: tokenise again
+                print_log(f'NegLabel: ignoring unreadable {path}: {err!r}',
+                          logger='current', level=logging.WARNING)
+        tokens = tokenize(prompts, context_length)
+        tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(tokens.int(), tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            print_log(f'NegLabel: could not write {path}: {err!r}',
+                      logger='current', level=logging.WARNING)
+            if tmp.exists():
+                tmp.unlink()
+        return tokens
+
     def encode(self, classifier: nn.Module,
                prompts: Sequence[str]) -> torch.Tensor:
-        """Normalised fp32 embeddings ``(N, D)`` of ``prompts``, tokenised
-        and encoded ``batch_size`` at a time with a progress bar."""
+        """Normalised fp32 embeddings ``(N, D)`` of ``prompts``, encoded
+        ``batch_size`` at a time (sorted by length) with a progress bar."""
         device = classifier.clip.logit_scale.device
         if not prompts:
             dim = classifier.clip.text_projection.shape[1]
             return torch.empty(0, dim, device=device)
         rank, _ = get_dist_info()
-        num_batches = math.ceil(len(prompts) / self.batch_size)
-        bar = ProgressBar(num_batches) if (self.show_progress
-                                           and rank == 0) else None
-        chunks = []
-        for start in range(0, len(prompts), self.batch_size):
-            tokens = tokenize(prompts[start:start + self.batch_size],
-                              classifier.context_length).to(device)
-            chunks.append(classifier.encode_prompts(tokens).float())
-            if bar is not None:
-                bar.update()
-        return torch.cat(chunks)
+        tokens = self.tokenize(prompts, classifier.context_length)
+        return classifier.encode_prompts(
+            tokens.to(device),
+            batch_size=self.batch_size,
+            progress=self.show_progress and rank == 0).float()
 
     # ------------------------------------------------------------- mining
     def mine(self, classifier: nn.Module, nouns: Sequence[str],

@@ -14,11 +14,16 @@ unpickling with the environment variable ``CMA_OOD_TRUST_CHECKPOINTS=1``.
 Importing :mod:`cma_ood` registers :func:`load_from_local_safe` as
 MMEngine's loader for local paths (``CheckpointLoader`` scheme ``''``), so
 ``load_from``, ``resume`` and ``tools/test.py CONFIG CKPT`` all use it.
+
+Also here: crash-safe file replacement (:func:`commit_file`,
+:func:`atomic_write_text`, used by ``AtomicCheckpointHook``) and
+:func:`state_dict_mismatch`, the description of a checkpoint that does not
+fit a model (used by ``CheckpointMatchHook`` and the checkpoint converter).
 """
 import os
 import os.path as osp
 import pickle
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -117,3 +122,73 @@ def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     return safe_torch_load(filename, map_location=map_location)
+
+
+# ------------------------------------------------------------ atomic writes
+def fsync_dir(dirname: str) -> None:
+    """Flush a directory entry (a rename) to disk; a no-op where directories
+    cannot be opened (Windows)."""
+    try:
+        fd = os.open(dirname or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp_path: str, final_path: str) -> None:
+    """Make the complete file ``tmp_path`` appear as ``final_path`` at once.
+
+    The data is flushed to disk (``fsync``) before ``os.replace`` renames it
+    over ``final_path`` (atomic within one file system, so ``tmp_path`` must
+    be in the same directory), and the directory is flushed afterwards: a
+    crash at any point leaves either the old ``final_path`` or the new one,
+    never a partial file.
+    """
+    with open(tmp_path, 'rb+') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, final_path)
+    fsync_dir(osp.dirname(osp.abspath(final_path)))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
+    tmp = osp.join(osp.dirname(osp.abspath(path)),
+                   f'.{osp.basename(path)}.{os.getpid()}.part')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+    commit_file(tmp, path)
+
+
+# -------------------------------------------------- state-dict comparison
+def state_dict_mismatch(model_state: Dict[str, Any],
+                        ckpt_state: Dict[str, Any],
+                        limit: int = 5) -> Optional[str]:
+    """Describe how ``ckpt_state`` differs from ``model_state``, or ``None``.
+
+    Compares keys and tensor shapes; the description lists the first
+    ``limit`` shape mismatches (key, checkpoint shape, model shape), missing
+    keys (in the model, not in the checkpoint) and unexpected keys.
+    """
+    def shape(v):
+        return tuple(v.shape) if hasattr(v, 'shape') else None
+
+    missing = [k for k in model_state if k not in ckpt_state]
+    unexpected = [k for k in ckpt_state if k not in model_state]
+    shapes = [(k, shape(v), shape(model_state[k]))
+              for k, v in ckpt_state.items()
+              if k in model_state and shape(v) != shape(model_state[k])]
+    parts = []
+    if shapes:
+        parts.append(f'{len(shapes)} shape mismatch(es) (key, checkpoint, '
+                     'model): ' + ', '.join(map(str, shapes[:limit])))
+    if missing:
+        parts.append(f'{len(missing)} missing key(s): {missing[:limit]}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected key(s): '
+                     f'{unexpected[:limit]}')
+    return '; '.join(parts) or None

@@ -8,7 +8,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # CheckpointHook with crash-safe saving (temp file + rename; the
+    # last_checkpoint file only ever names a complete checkpoint)
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )
@@ -18,6 +20,14 @@ custom_hooks = [
     dict(type='ClassNamesHook'),
     # OoDMetric writes ood_results.json and plots into the run's log dir
     dict(type='OoDOutputHook'),
+    # load_from / resume / tools/test.py refuse checkpoints of another
+    # architecture (MMEngine would only warn and keep random weights)
+    dict(type='CheckpointMatchHook'),
+    # stop at the first NaN/inf loss, naming the iteration
+    dict(type='FiniteLossHook', interval=1),
+    # refuse a mid-epoch resume that the train loop cannot continue exactly
+    # (train_cfg.type='ResumableEpochBasedTrainLoop' can)
+    dict(type='ResumeCheckHook'),
 ]
 
 env_cfg = dict(

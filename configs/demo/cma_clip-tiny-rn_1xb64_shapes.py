@@ -28,7 +28,9 @@ param_scheduler = [
         end=max_epochs,
         convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
+# exact mid-epoch resume (iteration checkpoints, per-sample augmentation
+# seeds): see docs/troubleshooting.md
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs)
 test_cfg = dict()
 # no validation during training: tools/test.py evaluates the result
 val_dataloader = None

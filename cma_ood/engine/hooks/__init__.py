@@ -1,4 +1,9 @@
+from .checkpoint_hooks import AtomicCheckpointHook, CheckpointMatchHook
 from .class_names_hook import ClassNamesHook
 from .ood_output_hook import OoDOutputHook
+from .training_guard_hooks import FiniteLossHook, ResumeCheckHook
 
-__all__ = ['ClassNamesHook', 'OoDOutputHook']
+__all__ = [
+    'AtomicCheckpointHook', 'CheckpointMatchHook', 'ClassNamesHook',
+    'FiniteLossHook', 'OoDOutputHook', 'ResumeCheckHook'
+]

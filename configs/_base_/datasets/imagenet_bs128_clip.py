@@ -6,7 +6,7 @@ dataset_type = 'ImageNet'
 data_root = 'data/imagenet'
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='RandomResizedCrop',
         scale=224,
@@ -16,7 +16,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='ResizeEdge',
         scale=224,

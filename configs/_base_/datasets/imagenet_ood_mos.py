@@ -23,7 +23,7 @@ mos_root = 'data/ood'
 
 # CLIP's test preprocessing (as configs/_base_/datasets/imagenet_bs128_clip.py)
 ood_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='ResizeEdge',
         scale=224,

@@ -21,7 +21,7 @@ openood_imglist = 'benchmark_imglist/imagenet'  # relative to openood_root
 openood_images = 'images_largescale'  # relative to openood_root
 
 ood_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='ResizeEdge',
         scale=224,

@@ -1,0 +1,370 @@
+"""Encode a dataset once with CLIP's image tower and cache the embeddings.
+
+:func:`extract_features` runs a :class:`~cma_ood.models.MultiModalClassifier`
+image encoder over a dataloader (distributed or not, with a progress bar)
+and writes a feature file (format: :mod:`cma_ood.utils.feature_file`) with
+the L2-normalised embeddings, labels, dataset sources and PLP's zero-shot
+pseudo-labels. Re-running with the same image tower and data reuses the
+file without encoding a single image; when only the text side changes
+(class names, templates, text tower) the pseudo-labels alone are recomputed
+from the cached embeddings.
+
+``tools/extract_features.py`` is the command-line front end.
+"""
+import hashlib
+import json
+import logging
+import os
+import os.path as osp
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.dist import (barrier, broadcast_object_list, collect_results,
+                           get_dist_info)
+from mmengine.logging import print_log
+from mmengine.utils import ProgressBar
+
+from ..models.clip_builder import tokenize
+from ..models.encoder_hash import image_tower_sha256, text_tower_sha256
+from ..models.feature_scores import (PLP_TEMPLATES, pseudo_labels,
+                                     zero_shot_ensemble_weights)
+from ..utils.feature_file import (FEATURE_FORMAT_VERSION, load_feature_file,
+                                  save_feature_file)
+from ..version import __version__
+
+#: environment variable of the cma_ood cache root (as for NegLabel)
+CACHE_ENV_VAR = 'CMA_OOD_CACHE'
+_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
+
+
+def default_feature_cache_dir() -> Path:
+    """``$CMA_OOD_CACHE/features``, else ``~/.cache/cma_ood/features``."""
+    root = os.environ.get(CACHE_ENV_VAR) or osp.join('~', '.cache', 'cma_ood')
+    return Path(osp.expanduser(root)) / 'features'
+
+
+def describe_dataset(dataset_cfg: Any, dataset) -> str:
+    """The JSON (sorted keys) that identifies the data in the cache key.
+
+    ``dataset_cfg`` is the config the dataset was built from (a dict;
+    anything JSON cannot encode is written with ``str``). Without it, the
+    dataset's type, ``metainfo`` and ``repr`` stand in, which may not tell
+    apart two datasets of the same kind: pass the config where possible.
+    """
+    if dataset_cfg is None:
+        desc = dict(
+            type=type(dataset).__name__,
+            metainfo=getattr(dataset, 'metainfo', None),
+            repr=repr(dataset))
+    else:
+        desc = dict(dataset_cfg) if hasattr(dataset_cfg, 'keys') \
+            else dataset_cfg
+    return json.dumps(desc, sort_keys=True, default=str)
+
+
+def feature_cache_key(image_sha: str, dataset_json: str, num_samples: int,
+                      dtype: str) -> str:
+    """sha256 of what the embeddings depend on: the image tower (its hash),
+    the dataset description, its length and the storage dtype."""
+    meta = dict(
+        format=FEATURE_FORMAT_VERSION,
+        image_encoder=image_sha,
+        dataset=dataset_json,
+        num_samples=int(num_samples),
+        dtype=dtype,
+        normalised=True)
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()) \
+        .hexdigest()
+
+
+def pseudo_label_key(model, templates: Sequence[str]) -> str:
+    """sha256 of what the pseudo-labels depend on besides the embeddings:
+    text tower, class names, templates and context length."""
+    meta = dict(
+        text_encoder=text_tower_sha256(model.clip),
+        classnames=list(model.classnames),
+        templates=list(templates),
+        context_length=int(model.context_length))
+    return hashlib.sha256(
+        json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()) \
+        .hexdigest()
+
+
+def zero_shot_weights(model, templates: Sequence[str] = PLP_TEMPLATES
+                      ) -> torch.Tensor:
+    """The classifier's ensemble zero-shot weights ``(C, D)`` (float32)."""
+    device = model.clip.logit_scale.device
+
+    def encode(prompts):
+        return model.encode_prompts(
+            tokenize(prompts, model.context_length).to(device))
+
+    return zero_shot_ensemble_weights(encode, model.classnames, templates)
+
+
+def _sample_label(ds) -> int:
+    gt = ds.get('gt_label') if hasattr(ds, 'get') else None
+    if gt is None or gt.numel() == 0:
+        return -1
+    return int(gt.reshape(-1)[0])
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp or device.type != 'cuda':
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() \
+        else torch.float16
+    return torch.autocast('cuda', dtype=dtype)
+
+
+@torch.no_grad()
+def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
+                   amp: bool = False, show_progress: bool = True,
+                   default_source: str = 'data',
+                   tmpdir: Optional[str] = None
+                   ) -> Optional[Tuple[torch.Tensor, torch.Tensor, list]]:
+    """Encode every image of ``dataloader``; gather across ranks.
+
+    Each rank encodes its sampler's share; the results are collected with
+    :func:`mmengine.dist.collect_results` (which relies on
+    ``DefaultSampler``'s rank-interleaved order and drops its padding), so
+    the rows follow the dataset order. ``tmpdir`` is where the ranks leave
+    their parts for rank 0 (a directory all ranks can see; MMEngine's
+    ``.dist_test/`` under the working directory when ``None``).
+
+    Returns:
+        On rank 0: ``(feats (N, D) dtype, labels (N,) int64, sources
+        list[str])`` with L2-normalised rows; ``None`` on other ranks.
+    """
+    rank, world_size = get_dist_info()
+    if getattr(dataloader.sampler, 'shuffle', False):
+        raise ValueError('extract_features needs a dataloader without '
+                         'shuffling (sampler=dict(type="DefaultSampler", '
+                         'shuffle=False)) to keep the dataset order')
+    dataset = dataloader.dataset
+    num_samples = len(dataset)
+    was_training = model.training
+    model.eval()
+    device = model.clip.logit_scale.device
+    bar = ProgressBar(len(dataloader)) if show_progress and rank == 0 \
+        else None
+    part = []
+    try:
+        for batch in dataloader:
+            data = model.data_preprocessor(batch, False)
+            with _autocast(device, amp):
+                embeds = model.encode_image(data['inputs'])
+            embeds = F.normalize(embeds.float(), dim=-1).to(dtype).cpu()
+            rows = embeds.numpy()
+            for i, ds in enumerate(data['data_samples']):
+                source = ds.metainfo.get('ood_source', default_source)
+                part.append((rows[i], _sample_label(ds), str(source)))
+            if bar is not None:
+                bar.update()
+    finally:
+        model.train(was_training)
+    if world_size > 1:
+        part = collect_results(part, num_samples, device='cpu',
+                               tmpdir=tmpdir)
+        if rank != 0:
+            return None
+    if len(part) != num_samples:
+        raise RuntimeError(
+            f'extract_features: got {len(part)} embeddings for a dataset of '
+            f'{num_samples} samples; use DefaultSampler(shuffle=False, '
+            'round_up=True) and drop_last=False')
+    feats = torch.from_numpy(np.stack([p[0] for p in part]))
+    labels = torch.tensor([p[1] for p in part], dtype=torch.long)
+    return feats, labels, [p[2] for p in part]
+
+
+def _try_load(path: str, key: str) -> Optional[dict]:
+    """The cached features at ``path`` if they match ``key``."""
+    if not osp.isfile(path):
+        return None
+    try:
+        data = load_feature_file(path)
+    except (ValueError, OSError) as err:
+        print_log(f'Features: ignoring unreadable cache {path} ({err})',
+                  logger='current', level=logging.WARNING)
+        return None
+    if data['meta'].get('cache_key') != key:
+        print_log(
+            f'Features: {path} holds features of another model or dataset; '
+            're-extracting', logger='current', level=logging.WARNING)
+        return None
+    return data
+
+
+def extract_features(model,
+                     dataloader,
+                     out_file: Union[None, str, Path] = None,
+                     cache_dir: Union[None, str, Path] = None,
+                     dataset_cfg: Any = None,
+                     templates: Optional[Sequence[str]] = PLP_TEMPLATES,
+                     dtype: str = 'float32',
+                     amp: bool = False,
+                     show_progress: bool = True,
+                     force: bool = False) -> str:
+    """Encode ``dataloader``'s images once and cache them in a feature file.
+
+    The cache key (:func:`feature_cache_key`) covers the image-tower
+    weights, ``dataset_cfg`` (JSON with sorted keys), the dataset length and
+    ``dtype``. With ``out_file`` the features go to that fixed path (a file
+    there with another key is replaced); otherwise to
+    ``<cache_dir>/features_<key[:24]>.pt`` (``cache_dir`` defaults to
+    :func:`default_feature_cache_dir`). A file with the same key is reused
+    without encoding anything ("loaded from cache" is logged).
+
+    Pseudo-labels: if the model has class names (else they are taken from
+    ``dataset.metainfo['classes']``, as ``ClassNamesHook`` does) and
+    ``templates`` is not ``None``, the file also holds the argmax of the
+    ensemble zero-shot classifier over the *stored* embeddings
+    (``pseudo_labels``), its weights and the class names. They are keyed
+    separately (:func:`pseudo_label_key`) and recomputed from the cached
+    embeddings when only the text side changed.
+
+    Distributed: every rank encodes its share, rank 0 writes the file, and
+    all ranks return after a barrier.
+
+    Args:
+        model: a ``MultiModalClassifier`` (``encode_image``,
+            ``data_preprocessor``; ``classnames``/``encode_prompts`` for the
+            pseudo-labels), already on its device.
+        dataloader: a non-shuffling dataloader over the images.
+        out_file: fixed output path, or ``None`` for content addressing.
+        cache_dir: directory of content-addressed files.
+        dataset_cfg: the dataset's config, for the cache key (see
+            :func:`describe_dataset`).
+        templates: pseudo-label prompt ensemble (default
+            :data:`~cma_ood.models.feature_scores.PLP_TEMPLATES`); ``None``
+            skips the pseudo-labels.
+        dtype: storage dtype of the embeddings, ``'float32'`` or
+            ``'float16'`` (half the disk and memory; pseudo-labels are
+            computed from the stored values either way).
+        amp: encode under CUDA autocast (bf16 where supported).
+        show_progress: progress bar on rank 0.
+        force: re-extract even if a matching file exists.
+
+    Returns:
+        The absolute path of the feature file.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f'dtype must be one of {list(_DTYPES)}, got '
+                         f'{dtype!r}')
+    rank, world_size = get_dist_info()
+    dataset = dataloader.dataset
+    num_samples = len(dataset)
+    if num_samples == 0:
+        raise ValueError(f'extract_features: {type(dataset).__name__} is '
+                         'empty')
+    if getattr(model, 'classnames', None) is None and templates is not None:
+        classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        if classes:
+            model.set_classnames(list(classes))
+    dataset_json = describe_dataset(dataset_cfg, dataset)
+    image_sha = image_tower_sha256(model.clip)
+    key = feature_cache_key(image_sha, dataset_json, num_samples, dtype)
+    if out_file is not None:
+        path = osp.abspath(osp.expanduser(str(out_file)))
+    else:
+        root = default_feature_cache_dir() if cache_dir is None \
+            else Path(osp.expanduser(str(cache_dir)))
+        path = osp.abspath(str(root / f'features_{key[:24]}.pt'))
+
+    cached = None
+    if rank == 0 and not force:
+        cached = _try_load(path, key)
+    hit = [cached is not None]
+    if world_size > 1:
+        broadcast_object_list(hit)
+    if hit[0]:
+        if rank == 0:
+            print_log(f'Features: loaded from cache {path}',
+                      logger='current')
+        data = cached
+    else:
+        print_log(
+            f'Features: encoding {num_samples} images of '
+            f'{type(dataset).__name__} on {world_size} process(es)',
+            logger='current')
+        default_source = type(dataset).__name__
+        encoded = encode_dataset(model, dataloader, _DTYPES[dtype], amp,
+                                 show_progress, default_source,
+                                 tmpdir=f'{path}.parts-{key[:12]}')
+        data = None
+        if rank == 0:
+            feats, labels, sources = encoded
+            names = list(dict.fromkeys(sources))
+            index = {n: i for i, n in enumerate(names)}
+            data = dict(
+                feats=feats,
+                labels=labels,
+                sources=torch.tensor([index[s] for s in sources],
+                                     dtype=torch.long),
+                source_names=names,
+                pseudo_labels=None,
+                zero_shot_weights=None,
+                classnames=None,
+                meta=dict(
+                    cache_key=key,
+                    image_encoder_sha256=image_sha,
+                    pseudo_label_key=None,
+                    templates=None,
+                    arch=str(getattr(model, 'arch', '')),
+                    dataset=dataset_json,
+                    num_samples=num_samples,
+                    dim=int(feats.shape[1]),
+                    dtype=dtype,
+                    created=time.strftime('%Y-%m-%d %H:%M:%S'),
+                    cma_ood_version=__version__))
+    if rank == 0:
+        dirty = not hit[0]
+        if _update_pseudo_labels(model, data, templates):
+            dirty = True
+        if dirty:
+            save_feature_file(path, data)
+            print_log(
+                f'Features: wrote {num_samples} x {data["feats"].shape[1]} '
+                f'embeddings to {path}', logger='current')
+    if world_size > 1:
+        barrier()
+    return path
+
+
+def _update_pseudo_labels(model, data: dict,
+                          templates: Optional[Sequence[str]]) -> bool:
+    """Set ``data``'s pseudo-labels for ``model`` and ``templates``;
+    return whether anything changed."""
+    if templates is None or getattr(model, 'classnames', None) is None:
+        want = None
+    else:
+        templates = list(templates)
+        want = pseudo_label_key(model, templates)
+    if data['meta'].get('pseudo_label_key') == want:
+        return False
+    if want is None:
+        data.update(pseudo_labels=None, zero_shot_weights=None,
+                    classnames=None)
+        data['meta'].update(pseudo_label_key=None, templates=None)
+        return True
+    was_training = model.training
+    model.eval()
+    try:
+        weights = zero_shot_weights(model, templates).cpu()
+    finally:
+        model.train(was_training)
+    data.update(
+        pseudo_labels=pseudo_labels(data['feats'], weights),
+        zero_shot_weights=weights,
+        classnames=list(model.classnames))
+    data['meta'].update(pseudo_label_key=want, templates=templates)
+    print_log(
+        f'Features: zero-shot pseudo-labels of {len(model.classnames)} '
+        f'classes from {len(templates)} prompt templates', logger='current')
+    return True

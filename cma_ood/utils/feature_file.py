@@ -1,0 +1,137 @@
+"""The on-disk format of cached CLIP image embeddings (feature files).
+
+A feature file is a ``torch.save``'d dict, written atomically (temporary
+file + ``os.replace``) and read with ``torch.load(weights_only=True)`` (it
+holds only tensors, strings, numbers, lists, dicts and ``None``):
+
+============== ============================================================
+key            content
+============== ============================================================
+``format``     ``'cma_ood.features'``
+``version``    :data:`FEATURE_FORMAT_VERSION`
+``feats``      ``(N, D)`` float16/float32 image embeddings, L2-normalised,
+               in dataset order
+``labels``     ``(N,)`` int64 ``gt_label`` of each sample, ``-1`` if none
+               (OoD sets)
+``sources``    ``(N,)`` int64 index into ``source_names``
+``source_names`` list[str]: the ``ood_source`` names of an
+               ``OoDConcatDataset``, else ``[<dataset type>]``
+``pseudo_labels`` ``(N,)`` int64 zero-shot (PLP) labels, or ``None`` when
+               the model had no class names
+``zero_shot_weights`` ``(C, D)`` float32 zero-shot classifier the
+               pseudo-labels come from, or ``None``
+``classnames`` list[str] of the ``C`` ID classes, or ``None``
+``meta``       dict: ``cache_key`` (sha256 of the image tower, the dataset
+               config, its length and the storage dtype),
+               ``image_encoder_sha256``, ``pseudo_label_key`` (sha256 of
+               the text tower, class names, templates and context length),
+               ``templates``, ``arch``, ``dataset`` (the dataset config as
+               JSON), ``num_samples``, ``dim``, ``dtype``, ``created``,
+               ``cma_ood_version``
+============== ============================================================
+
+:func:`load_feature_file` validates the layout and names the file in every
+error, with a hint to (re-)run ``tools/extract_features.py``.
+"""
+import os
+import os.path as osp
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+FEATURE_FORMAT = 'cma_ood.features'
+#: bumped whenever the layout or the meaning of a key changes
+FEATURE_FORMAT_VERSION = 1
+_HINT = ('create it with tools/extract_features.py CONFIG [CKPT] (see '
+         'docs/probing.md)')
+
+
+class FeatureFileError(ValueError):
+    """A feature file is missing a key or holds inconsistent shapes."""
+
+
+def save_feature_file(path: Union[str, Path], data: dict) -> str:
+    """Write ``data`` (see the module doc) to ``path`` atomically.
+
+    ``format`` and ``version`` are filled in; the layout is validated before
+    writing. Returns the absolute path.
+    """
+    path = osp.abspath(osp.expanduser(str(path)))
+    data = dict(data, format=FEATURE_FORMAT, version=FEATURE_FORMAT_VERSION)
+    validate_feature_data(data, path)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_feature_file(path: Union[str, Path],
+                      map_location='cpu',
+                      what: Optional[str] = None) -> dict:
+    """Read and validate a feature file (``weights_only=True``).
+
+    Args:
+        path: the file.
+        map_location: as for ``torch.load``.
+        what: who asks, for error messages (e.g. ``'MahalanobisScorer'``).
+
+    Raises:
+        FileNotFoundError: naming the file and how to create it.
+        FeatureFileError: for a file that is not a valid feature file.
+    """
+    path = osp.expanduser(str(path))
+    who = f'{what}: ' if what else ''
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{who}feature file not found: {path}; {_HINT}')
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001  (corrupt / foreign pickle)
+        raise FeatureFileError(
+            f'{who}cannot read feature file {path} ({type(err).__name__}: '
+            f'{err}); {_HINT}') from err
+    validate_feature_data(data, path, who)
+    return data
+
+
+def validate_feature_data(data, path: str = '<memory>', who: str = ''):
+    """Check the layout of a feature dict; raise :class:`FeatureFileError`
+    naming ``path`` and the problem."""
+
+    def fail(msg):
+        raise FeatureFileError(f'{who}invalid feature file {path}: {msg}')
+
+    if not isinstance(data, dict) or data.get('format') != FEATURE_FORMAT:
+        fail(f'not a {FEATURE_FORMAT} file; {_HINT}')
+    if data.get('version') != FEATURE_FORMAT_VERSION:
+        fail(f'format version {data.get("version")!r}, this cma_ood reads '
+             f'version {FEATURE_FORMAT_VERSION}; re-extract it')
+    for key in ('feats', 'labels', 'sources', 'source_names', 'meta'):
+        if key not in data:
+            fail(f'missing key {key!r}')
+    feats = data['feats']
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 2 \
+            or not feats.is_floating_point():
+        fail('"feats" must be a 2-D floating tensor')
+    n = feats.shape[0]
+    for key in ('labels', 'sources', 'pseudo_labels'):
+        value = data.get(key)
+        if value is None and key == 'pseudo_labels':
+            continue
+        if not isinstance(value, torch.Tensor) or value.shape != (n, ) \
+                or value.dtype != torch.long:
+            fail(f'"{key}" must be an int64 tensor of shape ({n},)')
+    if n and (data['sources'].min() < 0
+              or data['sources'].max() >= len(data['source_names'])):
+        fail('"sources" indexes outside "source_names"')
+    weights = data.get('zero_shot_weights')
+    if weights is not None and (weights.dim() != 2
+                                or weights.shape[1] != feats.shape[1]):
+        fail(f'"zero_shot_weights" must be (C, {feats.shape[1]})')
+    return data

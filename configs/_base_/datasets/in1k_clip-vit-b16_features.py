@@ -1,0 +1,80 @@
+# Cached OpenAI CLIP ViT-B/16 embeddings of ImageNet-1k for the probing
+# baselines (PLP, linear probing, Mahalanobis, kNN).
+# 1. Encode train and val once (about 1.3 GB + 50 MB in float16; re-running
+#    reuses the files):
+#      python tools/extract_features.py CONFIG     (any config using this)
+#    or distributed:
+#      torchrun --nproc_per_node 8 tools/extract_features.py CONFIG \
+#          --launcher pytorch
+# 2. Train a probe on the cached embeddings with tools/train.py.
+# Images go through CLIP's test preprocessing (224 px, bicubic, centre
+# crop), also for the training set. The train file also holds PLP's
+# pseudo-labels: the argmax of the zero-shot classifier built from the
+# 5-prompt ensemble (cma_ood.models.PLP_TEMPLATES) over
+# IMAGENET_SIMPLE_CATEGORIES.
+feature_root = 'data/features/clip-vit-b16_openai'
+train_feature_file = feature_root + '/in1k_train.pt'
+val_feature_file = feature_root + '/in1k_val.pt'
+
+_image_pipeline = [
+    dict(type='CheckedLoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=224,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+
+
+def _images(split):
+    return dict(
+        batch_size=256,
+        num_workers=8,
+        pin_memory=True,
+        persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(
+            type='ImageNet',
+            data_root='data/imagenet',
+            split=split,
+            pipeline=_image_pipeline))
+
+
+feature_extraction = dict(
+    model=dict(
+        type='MultiModalClassifier',
+        arch='ViT-B/16',
+        pretrained='openai',
+        classnames='imagenet',
+        ood_scorers=[]),
+    dtype='float16',
+    splits=dict(
+        train=dict(dataloader=_images('train'), out_file=train_feature_file),
+        val=dict(dataloader=_images('val'), out_file=val_feature_file)),
+)
+
+
+def _cached(feature_file, target, batch_size, shuffle):
+    return dict(
+        batch_size=batch_size,
+        num_workers=4,
+        persistent_workers=True,
+        pin_memory=True,
+        collate_fn=dict(type='default_collate'),
+        sampler=dict(type='DefaultSampler', shuffle=shuffle),
+        dataset=dict(
+            type='CachedFeatureDataset',
+            feature_file=feature_file,
+            target=target))
+
+
+# probes: target='labels' (linear probing) or 'pseudo_labels' (PLP)
+train_dataloader = _cached(train_feature_file, 'labels', 8192, True)
+# the ID accuracy of a probe is always measured against the true labels
+val_dataloader = _cached(val_feature_file, 'labels', 8192, False)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_evaluator = val_evaluator

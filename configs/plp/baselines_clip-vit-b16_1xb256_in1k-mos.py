@@ -1,0 +1,58 @@
+# One OoD table for frozen OpenAI CLIP ViT-B/16 on the MOS ImageNet-1k
+# benchmark: zero-shot NegLabel and MCM, PLP and supervised linear probing
+# (MSP / max-logit / energy of their logits) and the feature-space
+# baselines Mahalanobis and kNN on the cached ImageNet-1k training
+# embeddings. Steps:
+#   python tools/extract_features.py configs/plp/plp_clip-vit-b16_1xb8192_in1k.py
+#   python tools/train.py configs/plp/plp_clip-vit-b16_1xb8192_in1k.py
+#   python tools/train.py configs/linear-probe/linear-probe_clip-vit-b16_1xb8192_in1k.py
+#   python tools/test.py configs/plp/baselines_clip-vit-b16_1xb256_in1k-mos.py
+# The probes and the fitted baselines refuse embeddings of another image
+# tower (check_encoder): for CMA-fine-tuned weights extract features with
+# its checkpoint and train the probes on those.
+_base_ = [
+    '../_base_/models/clip_vit-b16.py',
+    '../_base_/datasets/imagenet_ood_mos.py',
+    '../_base_/default_runtime.py',
+]
+train_features = 'data/features/clip-vit-b16_openai/in1k_train.pt'
+plp_probe = 'work_dirs/plp_clip-vit-b16_1xb8192_in1k'  # its last checkpoint
+linear_probe = 'work_dirs/linear-probe_clip-vit-b16_1xb8192_in1k'
+
+
+def _probe(path, score, name):
+    return dict(
+        type='ProbeScorer', probe_checkpoint=path, score=score, name=name)
+
+
+model = dict(
+    pretrained='openai',
+    classnames='imagenet',
+    test_template='the nice {}',
+    ood_scorers=[
+        dict(
+            type='NegLabelScorer',
+            noun_template='the nice {}',
+            adj_template='This is a {} photo',
+            percentile=0.95,
+            ratio=0.15,
+            temperature=0.01,
+            ngroup=100),
+        dict(type='MCMScorer', temperature=0.01),
+        _probe(plp_probe, 'msp', 'PLP-MSP'),
+        _probe(plp_probe, 'max_logit', 'PLP-MaxLogit'),
+        _probe(plp_probe, 'energy', 'PLP-Energy'),
+        _probe(linear_probe, 'msp', 'LinearProbe-MSP'),
+        _probe(linear_probe, 'energy', 'LinearProbe-Energy'),
+        dict(type='MahalanobisScorer', train_features=train_features),
+        dict(
+            type='MahalanobisScorer',
+            train_features=train_features,
+            relative=True),
+        # k and the reduction are free choices here, not a published setting
+        dict(type='KNNScorer', train_features=train_features, k=50),
+    ],
+)
+test_dataloader = {{_base_.ood_test_dataloader}}
+test_evaluator = {{_base_.ood_test_evaluator}}
+test_cfg = dict()

@@ -1,0 +1,340 @@
+"""Throughput of a cma_ood config on one GPU, with synthetic inputs.
+
+    python tools/analysis_tools/benchmark.py CONFIG --mode train [--amp]
+        [--compile] [--batch-size 256] [--iters 30]
+    python tools/analysis_tools/benchmark.py CONFIG --mode test
+    python tools/analysis_tools/benchmark.py CONFIG --mode mine
+
+Weights are randomly initialised with the config's architecture (nothing is
+downloaded); inputs are random uint8 images of the config's resolution and
+random labels of its classes, already on the device (data loading is not
+measured). After ``--warmup`` iterations, ``--iters`` iterations are timed
+between CUDA synchronisations.
+
+* train: the full MMEngine training iteration of the configured model
+  (``model.train_step``: data preprocessor, forward, CMA loss, backward,
+  optimizer step through the configured optim wrapper); images/s and peak
+  GPU memory.
+* test: ``model.test_step`` (image encoding and every configured OoD
+  score); images/s.
+* mine: seconds to encode the NegLabel candidates and mine the negatives
+  (the config's ``NegLabelScorer``, or the default one): cold (tokenising
+  included) and warm (token ids cached on disk, as in repeated test runs).
+
+In the same process it runs a plain fp32 loop equal to the published
+training step (openai-clip forward, normalisation, the CMA formula over
+77-token prompts, ``torch.optim.AdamW``; for test: the fp16 image encoder,
+for mine: the fp16 text encoder over 77 tokens) on the same inputs, and
+prints our figure as a ratio to it. ``--out`` writes everything as JSON.
+"""
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config, DictAction
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--mode', choices=['train', 'test', 'mine'],
+                        default='train')
+    parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--iters', type=int, default=30)
+    parser.add_argument('--warmup', type=int, default=10)
+    amp = parser.add_mutually_exclusive_group()
+    amp.add_argument('--amp', action='store_true',
+                     help='force mixed precision (bf16 where supported)')
+    amp.add_argument('--fp32', action='store_true',
+                     help='force fp32 (plain OptimWrapper, no autocast)')
+    parser.add_argument(
+        '--compile', nargs='?', const='default', default=None,
+        help='torch.compile the encoders (model.compile), optionally with a '
+        'torch.compile mode, e.g. max-autotune-no-cudagraphs')
+    parser.add_argument('--no-reference', action='store_true',
+                        help='skip the published-step reference loop')
+    parser.add_argument('--reference-batch-size', type=int, default=None,
+                        help='batch of the reference loop (default: same)')
+    parser.add_argument('--out', help='write the results to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args()
+
+
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(step, iters, warmup):
+    """Seconds per call of ``step`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    synchronize()
+    return (time.perf_counter() - start) / iters
+
+
+def synthetic_batch(model, batch_size, device, seed=0):
+    g = torch.Generator(device='cpu').manual_seed(seed)
+    res = model.clip.visual.input_resolution
+    images = torch.randint(0, 256, (batch_size, 3, res, res), generator=g,
+                           dtype=torch.uint8).to(device)
+    labels = torch.randint(0, model.num_classes, (batch_size, ), generator=g)
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=images, data_samples=samples), labels.to(device)
+
+
+def build_model(cfg, args, device):
+    model_cfg = cfg.model.copy()
+    model_cfg['pretrained'] = None
+    if model_cfg.get('classnames', 'imagenet') is None:
+        model_cfg['classnames'] = 'imagenet'
+    if args.compile:
+        model_cfg['compile'] = (True if args.compile == 'default' else
+                                dict(mode=args.compile))
+    for scorer in model_cfg.get('ood_scorers', []):
+        if scorer['type'] == 'NegLabelScorer':
+            scorer['cache_dir'] = False  # measure mining, not the cache
+    return MODELS.build(model_cfg).to(device)
+
+
+def optim_wrapper_cfg(cfg, args):
+    from cma_ood.engine import amp_optim_wrapper_cfg
+    wrapper = cfg.optim_wrapper.copy()
+    if args.amp:
+        wrapper = amp_optim_wrapper_cfg(wrapper)
+    elif args.fp32:
+        wrapper = {k: v for k, v in wrapper.items()
+                   if k not in ('dtype', 'loss_scale')}
+        wrapper['type'] = 'OptimWrapper'
+    return wrapper
+
+
+def peak_memory_gib():
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def reset_memory():
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+# ---------------------------------------------------------------- reference
+def reference_clip(model, device, half=False):
+    """A fresh openai-clip CLIP of the same architecture; ``half``: with
+    clip.load's fp16 conversion (LayerNorms stay fp32)."""
+    from clip.model import convert_weights
+    from cma_ood.models.clip_builder import build_clip
+    clip_model = build_clip(model.arch).to(device)
+    if half:
+        convert_weights(clip_model)
+    return clip_model
+
+
+def reference_train_step(model, batch_size, device, lam):
+    """The published step: fp32, 77-token prompt per sample, full B x B
+    logits, torch.optim.AdamW with its default implementation."""
+    from cma_ood.models.clip_builder import tokenize
+    from cma_ood.models.multimodal_classifier import CLIP_MEAN, CLIP_STD
+    clip_model = reference_clip(model, device).train()
+    optimizer = torch.optim.AdamW(clip_model.parameters(), lr=1e-5,
+                                  weight_decay=0.1)
+    prompts = [model.train_template.format(c) for c in model.classnames]
+    tokens = tokenize(prompts, clip_model.context_length).to(device)
+    data, labels = synthetic_batch(model, batch_size, device)
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+
+    def step():
+        images = (data['inputs'].flip(1).float() - mean) / std
+        img = F.normalize(clip_model.encode_image(images), dim=-1)
+        txt = F.normalize(clip_model.encode_text(tokens[labels]), dim=-1)
+        logits = clip_model.logit_scale.exp() * img @ txt.T
+        targets = torch.arange(len(labels), device=device)
+        loss = (F.cross_entropy(logits, targets) -
+                lam * torch.logsumexp(logits, 1).mean() +
+                F.cross_entropy(logits.T, targets) -
+                lam * torch.logsumexp(logits.T, 1).mean()) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def reference_test_step(model, batch_size, device):
+    """The published scoring encoder: fp16 weights (clip.load on GPU)."""
+    from cma_ood.models.multimodal_classifier import CLIP_MEAN, CLIP_STD
+    half = device.type == 'cuda'
+    dtype = torch.float16 if half else torch.float32
+    clip_model = reference_clip(model, device, half).eval()
+    data, _ = synthetic_batch(model, batch_size, device)
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def step():
+        images = ((data['inputs'].flip(1).float() - mean) / std).to(dtype)
+        clip_model.encode_image(images)
+
+    return step
+
+
+# -------------------------------------------------------------------- modes
+def bench_train(cfg, args, device):
+    model = build_model(cfg, args, device).train()
+    wrapper = build_optim_wrapper(model, optim_wrapper_cfg(cfg, args))
+    data, _ = synthetic_batch(model, args.batch_size, device)
+    reset_memory()
+    log = {}
+
+    def step():
+        log.update(model.train_step(data, wrapper))
+
+    seconds = timed(step, args.iters, args.warmup)
+    result = dict(images_per_s=args.batch_size / seconds,
+                  peak_memory_gib=peak_memory_gib(),
+                  loss=float(log['loss']),
+                  optim_wrapper=type(wrapper).__name__,
+                  amp_dtype=str(getattr(wrapper, 'cast_dtype', None)))
+    lam = getattr(model.loss_module, 'lam', 0.0)
+    del model, wrapper, data
+    if not args.no_reference:
+        reset_memory()
+        ref_batch = args.reference_batch_size or args.batch_size
+        ref_model = build_model(cfg, argparse.Namespace(compile=None),
+                                device)
+        step = reference_train_step(ref_model, ref_batch, device, lam)
+        del ref_model
+        seconds = timed(step, max(args.iters // 3, 3), 3)
+        result['reference'] = dict(images_per_s=ref_batch / seconds,
+                                   batch_size=ref_batch,
+                                   peak_memory_gib=peak_memory_gib())
+    return result
+
+
+def bench_test(cfg, args, device):
+    model = build_model(cfg, args, device).eval()
+    data, _ = synthetic_batch(model, args.batch_size, device)
+    use_amp = device.type == 'cuda' and not args.fp32
+    from cma_ood.engine import amp_dtype
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16 if device.type
+                            != 'cuda' else getattr(torch, amp_dtype()),
+                            enabled=use_amp):
+            model.test_step(data)
+
+    reset_memory()
+    seconds = timed(step, args.iters, args.warmup)
+    result = dict(images_per_s=args.batch_size / seconds,
+                  peak_memory_gib=peak_memory_gib(), autocast=use_amp,
+                  scores=[s.name for s in model.ood_scorers])
+    if not args.no_reference:
+        step = reference_test_step(model, args.batch_size, device)
+        seconds = timed(step, args.iters, args.warmup)
+        result['reference'] = dict(images_per_s=args.batch_size / seconds)
+    return result
+
+
+def bench_mine(cfg, args, device):
+    from cma_ood.models.clip_builder import tokenize
+    from cma_ood.models.neglabel_scorer import NegLabelScorer
+    model = build_model(cfg, args, device).eval()
+    scorers = [s for s in model.ood_scorers if isinstance(s, NegLabelScorer)]
+    scorer = scorers[0] if scorers else NegLabelScorer().to(device)
+    use_amp = device.type == 'cuda' and not args.fp32
+    from cma_ood.engine import amp_dtype
+    dtype = getattr(torch, amp_dtype()) if use_amp else torch.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        scorer.cache_dir = tmp  # token ids cached here, negatives not
+        scorer.show_progress = False
+
+        def mine():
+            synchronize()
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+                nouns, adjs = scorer.read_candidates()
+                model.invalidate_cache()  # ID prompts re-encoded too
+                result = scorer.mine(model, nouns, adjs)
+            synchronize()
+            return time.perf_counter() - start, result, len(nouns) + len(adjs)
+
+        cold, result, num_candidates = mine()
+        warm = min(mine()[0] for _ in range(3))
+    out = dict(seconds_warm=warm, seconds_cold=cold,
+               num_candidates=num_candidates,
+               num_class_prompts=model.num_classes,
+               num_negatives=len(result['labels']), autocast=use_amp)
+    if not args.no_reference:
+        nouns, adjs = scorer.read_candidates()
+        prompts = scorer.prompts(nouns + adjs, ['n'] * len(nouns) +
+                                 ['a'] * len(adjs))
+        tokens = tokenize(prompts, model.context_length).to(device)
+        ref = reference_clip(model, device, device.type == 'cuda').eval()
+
+        @torch.no_grad()
+        def encode_all():
+            for i in range(0, len(tokens), 1024):
+                ref.encode_text(tokens[i:i + 1024])
+
+        encode_all()
+        synchronize()
+        start = time.perf_counter()
+        encode_all()
+        synchronize()
+        out['reference'] = dict(seconds_encode_only=time.perf_counter() -
+                                start)
+    return out
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32
+    bench = dict(train=bench_train, test=bench_test, mine=bench_mine)
+    result = bench[args.mode](cfg, args, device)
+    ref = result.get('reference', {})
+    if args.mode == 'mine':
+        if ref:
+            result['speedup_vs_reference'] = (ref['seconds_encode_only'] /
+                                              result['seconds_warm'])
+    elif ref:
+        result['speedup_vs_reference'] = (result['images_per_s'] /
+                                          ref['images_per_s'])
+    result.update(
+        config=args.config, mode=args.mode, batch_size=args.batch_size,
+        iters=args.iters, compile=args.compile,
+        device=(torch.cuda.get_device_name() if device.type == 'cuda' else
+                platform.processor() or 'cpu'),
+        torch=torch.__version__,
+        date=time.strftime('%Y-%m-%d'))
+    text = json.dumps(result, indent=2)
+    from mmengine.logging import print_log
+    print_log('\n' + text, logger='current')
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
