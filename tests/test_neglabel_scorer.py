@@ -145,7 +145,7 @@ def test_scores_match_neglabel_score(txt_dir, tmp_path):
     emb = F.normalize(clf.encode_image(images).float(), dim=-1)
     cos = emb @ clf.class_embeddings().T
     expected = neglabel_score(cos, emb @ neg.T, 0.01, ngroup=4, seed=0)
-    got = torch.stack([s.ood_scores['NegLabel'] for s in samples])
+    got = torch.tensor([s.ood_scores['NegLabel'] for s in samples])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
     assert set(samples[0].ood_scores) == {'NegLabel', 'MCM'}
 
@@ -350,7 +350,7 @@ def test_dump_and_reload_labels(txt_dir, tmp_path):
     dump = tmp_path / 'out' / 'neg.txt'
     clf = make_classifier(txt_dir['dir'], False, dump_labels=str(dump))
     images = torch.randn(6, 3, 32, 32)
-    scores = torch.stack(
+    scores = torch.tensor(
         [s.ood_scores['NegLabel'] for s in clf.predict(images)])
     scorer = clf.ood_scorers[0]
     lines = dump.read_text().splitlines()
@@ -360,7 +360,7 @@ def test_dump_and_reload_labels(txt_dir, tmp_path):
     clf2 = make_classifier(
         tmp_path / 'nowhere', False, neg_labels_file=str(dump))
     clf2.load_state_dict(clf.state_dict())
-    scores2 = torch.stack(
+    scores2 = torch.tensor(
         [s.ood_scores['NegLabel'] for s in clf2.predict(images)])
     reloaded = clf2.ood_scorers[0]
     assert reloaded.neg_labels == scorer.neg_labels

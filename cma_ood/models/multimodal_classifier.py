@@ -63,7 +63,8 @@ class MultiModalClassifier(BaseModel):
     * ``predict``: zero-shot classification over the test prompts
       (``pred_score`` = softmax of ``logit_scale * cos``, ``pred_label``)
       and one score per configured OoD scorer in
-      ``DataSample.ood_scores[name]`` (higher = more in-distribution).
+      ``DataSample.ood_scores[name]`` (a Python float, higher = more
+      in-distribution).
     * ``tensor``: the zero-shot logits ``logit_scale * cos``, ``(B, C)``.
 
     Args:
@@ -87,9 +88,10 @@ class MultiModalClassifier(BaseModel):
         truncate_text (bool): run the text tower only up to the batch's
             last EOT token, with causal SDPA attention (identical results,
             see :mod:`cma_ood.models.clip_text`). Defaults to True.
-        compile (bool | dict): ``torch.compile`` the image tower (in place,
-            checkpoint keys unchanged) and the text forward; a dict is passed
-            to ``torch.compile`` as keyword arguments. Defaults to False.
+        compile (bool | dict | str): ``torch.compile`` the image tower (in
+            place, checkpoint keys unchanged) and the text forward; a dict
+            is passed to ``torch.compile`` as keyword arguments; ``'auto'``
+            compiles when a GPU is available. Defaults to False.
         data_preprocessor (dict, optional): defaults to mmpretrain's
             ``ClsDataPreprocessor`` with CLIP's mean/std, BGR -> RGB.
     """
@@ -108,7 +110,7 @@ class MultiModalClassifier(BaseModel):
                  max_logit_scale: float = 100.0,
                  text_batch_size: int = 1024,
                  truncate_text: bool = True,
-                 compile: Union[bool, dict] = False,
+                 compile: Union[bool, dict, str] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
@@ -135,6 +137,8 @@ class MultiModalClassifier(BaseModel):
         self.text_batch_size = text_batch_size
         self.truncate_text = truncate_text
         self._text_forward = self._truncated_text_forward
+        if compile == 'auto':
+            compile = torch.cuda.is_available()
         if compile:
             kwargs = compile if isinstance(compile, dict) else {}
             self.clip.visual.compile(**kwargs)
@@ -323,11 +327,18 @@ class MultiModalClassifier(BaseModel):
             s.name: s(image_embeds, cos_sim, scale).float()
             for s in self.ood_scorers
         }
-        probs = logits.softmax(dim=-1)
-        labels = probs.argmax(dim=-1)
+        probs = logits.float().softmax(dim=-1)
+        # one device-to-host copy per batch and per-image views made by
+        # unbind: the Python loop below is the only per-image work
+        names = list(scores)
+        probs, labels, score_mat = (t.cpu() for t in (
+            probs, probs.argmax(dim=-1, keepdim=True),
+            torch.stack([scores[n] for n in names], dim=1)
+            if names else probs.new_zeros(len(probs), 0)))
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
-        for i, ds in enumerate(data_samples):
-            ds.set_pred_score(probs[i]).set_pred_label(labels[i])
-            ds.ood_scores = {name: s[i] for name, s in scores.items()}
+        for ds, prob, label, row in zip(data_samples, probs.unbind(0),
+                                        labels.unbind(0), score_mat.tolist()):
+            ds.set_pred_score(prob).set_pred_label(label)
+            ds.ood_scores = dict(zip(names, row))
         return data_samples

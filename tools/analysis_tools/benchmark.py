@@ -55,15 +55,23 @@ def parse_args():
                      help='force mixed precision (bf16 where supported)')
     amp.add_argument('--fp32', action='store_true',
                      help='force fp32 (plain OptimWrapper, no autocast)')
-    parser.add_argument(
+    compile_group = parser.add_mutually_exclusive_group()
+    compile_group.add_argument(
         '--compile', nargs='?', const='default', default=None,
-        help='torch.compile the encoders (model.compile), optionally with a '
-        'torch.compile mode, e.g. max-autotune-no-cudagraphs')
+        help='force torch.compile of the encoders (model.compile), '
+        'optionally with a torch.compile mode, e.g. reduce-overhead; '
+        'default: as the config says')
+    compile_group.add_argument('--no-compile', action='store_true',
+                               help='force eager execution')
     parser.add_argument('--no-reference', action='store_true',
                         help='skip the published-step reference loop')
     parser.add_argument('--reference-batch-size', type=int, default=None,
                         help='batch of the reference loop (default: same)')
     parser.add_argument('--out', help='write the results to this JSON file')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch'], default='none',
+        help='pytorch: one process per GPU under torchrun, the model wrapped '
+        'in MMDistributedDataParallel (train mode; --batch-size per GPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -100,7 +108,9 @@ def build_model(cfg, args, device):
     model_cfg['pretrained'] = None
     if model_cfg.get('classnames', 'imagenet') is None:
         model_cfg['classnames'] = 'imagenet'
-    if args.compile:
+    if getattr(args, 'no_compile', False):
+        model_cfg['compile'] = False
+    elif getattr(args, 'compile', None):
         model_cfg['compile'] = (True if args.compile == 'default' else
                                 dict(mode=args.compile))
     for scorer in model_cfg.get('ood_scorers', []):
@@ -195,28 +205,43 @@ def reference_test_step(model, batch_size, device):
 
 
 # -------------------------------------------------------------------- modes
+def _amp_dtype_of(wrapper) -> str:
+    from cma_ood.engine import BF16OptimWrapper
+    if isinstance(wrapper, BF16OptimWrapper):
+        return 'bfloat16'
+    return str(getattr(wrapper, 'cast_dtype', None) or 'float32')
+
+
 def bench_train(cfg, args, device):
+    from mmengine.dist import get_world_size
     model = build_model(cfg, args, device).train()
     wrapper = build_optim_wrapper(model, optim_wrapper_cfg(cfg, args))
     data, _ = synthetic_batch(model, args.batch_size, device)
+    runner_model = model
+    if args.launcher != 'none':
+        from mmengine.model import MMDistributedDataParallel
+        runner_model = MMDistributedDataParallel(
+            module=model, device_ids=[torch.cuda.current_device()])
+    world_size = get_world_size()
     reset_memory()
     log = {}
 
     def step():
-        log.update(model.train_step(data, wrapper))
+        log.update(runner_model.train_step(data, wrapper))
 
     seconds = timed(step, args.iters, args.warmup)
-    result = dict(images_per_s=args.batch_size / seconds,
+    result = dict(images_per_s=world_size * args.batch_size / seconds,
+                  world_size=world_size,
                   peak_memory_gib=peak_memory_gib(),
                   loss=float(log['loss']),
                   optim_wrapper=type(wrapper).__name__,
-                  amp_dtype=str(getattr(wrapper, 'cast_dtype', None)))
+                  amp_dtype=_amp_dtype_of(wrapper))
     lam = getattr(model.loss_module, 'lam', 0.0)
-    del model, wrapper, data
-    if not args.no_reference:
+    del model, runner_model, wrapper, data
+    if not args.no_reference and world_size == 1:
         reset_memory()
         ref_batch = args.reference_batch_size or args.batch_size
-        ref_model = build_model(cfg, argparse.Namespace(compile=None),
+        ref_model = build_model(cfg, argparse.Namespace(no_compile=True),
                                 device)
         step = reference_train_step(ref_model, ref_batch, device, lam)
         del ref_model
@@ -308,7 +333,12 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if args.launcher != 'none':
+        from mmengine.dist import init_dist
+        init_dist(args.launcher)  # sets the CUDA device of this rank
+    device = torch.device(
+        f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available()
+        else 'cpu')
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32
     bench = dict(train=bench_train, test=bench_test, mine=bench_mine)
@@ -323,12 +353,17 @@ def main():
                                           ref['images_per_s'])
     result.update(
         config=args.config, mode=args.mode, batch_size=args.batch_size,
-        iters=args.iters, compile=args.compile,
+        iters=args.iters,
+        compile=('off' if args.no_compile else args.compile
+                 or str(cfg.model.get('compile', False))),
         device=(torch.cuda.get_device_name() if device.type == 'cuda' else
                 platform.processor() or 'cpu'),
         torch=torch.__version__,
         date=time.strftime('%Y-%m-%d'))
     text = json.dumps(result, indent=2)
+    from mmengine.dist import get_rank
+    if get_rank() != 0:
+        return
     from mmengine.logging import print_log
     print_log('\n' + text, logger='current')
     if args.out:
