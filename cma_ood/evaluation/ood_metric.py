@@ -173,8 +173,7 @@ def format_ood_table(report: dict) -> str:
     from rich.table import Table
     acc = report.get('id_accuracy_top1')
     table = Table(
-        title='OoD detection: ID is the positive class, figures in %, '
-        'FPR95 lower is better')
+        title='OoD detection: ID positive, in %, FPR95 lower is better')
     for col in ('score', 'OoD set', *METRIC_KEYS, 'N'):
         table.add_column(col, justify='left' if col in (
             'score', 'OoD set') else 'right')

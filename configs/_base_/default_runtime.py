@@ -30,6 +30,11 @@ custom_hooks = [
     dict(type='ResumeCheckHook'),
 ]
 
+# DDP: the model's only buffers are the constant prompt tokens, so there
+# is nothing to broadcast from rank 0 before every forward
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', broadcast_buffers=False)
+
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

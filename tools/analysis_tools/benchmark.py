@@ -220,8 +220,11 @@ def bench_train(cfg, args, device):
     runner_model = model
     if args.launcher != 'none':
         from mmengine.model import MMDistributedDataParallel
+        ddp_cfg = {k: v for k, v in (cfg.get('model_wrapper_cfg')
+                                     or {}).items() if k != 'type'}
         runner_model = MMDistributedDataParallel(
-            module=model, device_ids=[torch.cuda.current_device()])
+            module=model, device_ids=[torch.cuda.current_device()],
+            **ddp_cfg)
     world_size = get_world_size()
     reset_memory()
     log = {}
