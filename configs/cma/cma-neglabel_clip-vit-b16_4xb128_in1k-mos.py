@@ -11,19 +11,13 @@
 _base_ = [
     './cma_clip-vit-b16_4xb128_in1k.py',
     '../_base_/datasets/imagenet_ood_mos.py',
+    '../_base_/models/ood_scorers.py',
 ]
 model = dict(
     test_template='the nice {}',
     ood_scorers=[
-        dict(
-            type='NegLabelScorer',
-            noun_template='the nice {}',
-            adj_template='This is a {} photo',
-            percentile=0.95,
-            ratio=0.15,
-            temperature=0.01,
-            ngroup=100),
-        dict(type='MCMScorer', temperature=0.01),
+        {{_base_.neglabel_scorer}},
+        {{_base_.mcm_scorer}},
     ],
 )
 # replace (not merge into) the ImageNet-val test set of the training config

@@ -6,12 +6,13 @@ _base_ = [
     '../_base_/models/clip_vit-b16.py',
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
+    '../_base_/models/ood_scorers.py',
 ]
 model = dict(
     pretrained='openai',
     classnames='imagenet',
     test_template='the nice {}',
-    ood_scorers=[dict(type='MCMScorer', temperature=0.01)],
+    ood_scorers=[{{_base_.mcm_scorer}}],
 )
 test_dataloader = {{_base_.ood_test_dataloader}}
 test_evaluator = {{_base_.ood_test_evaluator}}

@@ -9,21 +9,15 @@ _base_ = [
     '../_base_/models/clip_vit-b16.py',
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
+    '../_base_/models/ood_scorers.py',
 ]
 model = dict(
     pretrained='openai',
     classnames='imagenet',
     test_template='the nice {}',
     ood_scorers=[
-        dict(
-            type='NegLabelScorer',
-            noun_template='the nice {}',
-            adj_template='This is a {} photo',
-            percentile=0.95,
-            ratio=0.15,
-            temperature=0.01,
-            ngroup=100),
-        dict(type='MCMScorer', temperature=0.01),
+        {{_base_.neglabel_scorer}},
+        {{_base_.mcm_scorer}},
     ],
 )
 test_dataloader = {{_base_.ood_test_dataloader}}

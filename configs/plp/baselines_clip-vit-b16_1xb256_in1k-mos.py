@@ -14,6 +14,7 @@ _base_ = [
     '../_base_/models/clip_vit-b16.py',
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
+    '../_base_/models/ood_scorers.py',
 ]
 train_features = 'data/features/clip-vit-b16_openai/in1k_train.pt'
 plp_probe = 'work_dirs/plp_clip-vit-b16_1xb8192_in1k'  # its last checkpoint
@@ -30,15 +31,8 @@ model = dict(
     classnames='imagenet',
     test_template='the nice {}',
     ood_scorers=[
-        dict(
-            type='NegLabelScorer',
-            noun_template='the nice {}',
-            adj_template='This is a {} photo',
-            percentile=0.95,
-            ratio=0.15,
-            temperature=0.01,
-            ngroup=100),
-        dict(type='MCMScorer', temperature=0.01),
+        {{_base_.neglabel_scorer}},
+        {{_base_.mcm_scorer}},
         _probe(plp_probe, 'msp', 'PLP-MSP'),
         _probe(plp_probe, 'max_logit', 'PLP-MaxLogit'),
         _probe(plp_probe, 'energy', 'PLP-Energy'),
