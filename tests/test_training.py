@@ -149,3 +149,31 @@ def test_mmengine_uses_the_safe_loader(tmp_path):
     from cma_ood.utils.checkpoint import load_from_local_safe
     assert CheckpointLoader._get_checkpoint_loader(
         str(tmp_path / 'x.pth')) is load_from_local_safe
+
+
+def test_tools_refuse_untrusted_checkpoint_unless_flagged(tmp_path):
+    """tools/test.py refuses a checkpoint holding objects outside the
+    allow-list, naming the opt-in; --trust-checkpoint loads it."""
+    import argparse
+    from mmpretrain.registry import MODELS
+
+    from _helpers import run_tool
+    cfg = Config.fromfile(DEMO_CONFIG)
+    model = MODELS.build(dict(cfg.model, classnames=['a'] * 6))
+    ckpt = tmp_path / 'extra.pth'
+    torch.save({'state_dict': model.state_dict(),
+                'extra': argparse.Namespace(note='not in the allow-list')},
+               ckpt)
+    fast = ['--cfg-options', 'test_dataloader.num_workers=0',
+            'test_dataloader.dataset.id_dataset.num_per_class=3',
+            'test_evaluator.save_plots=False']
+    args = ['tools/test.py', DEMO_CONFIG, str(ckpt), '--work-dir',
+            str(tmp_path / 'w')]
+    refused = run_tool(*args, *fast, check=False,
+                       env={TRUST_ENV_VAR: ''})
+    assert refused.returncode != 0
+    assert 'Refused to load' in refused.stderr
+    assert '--trust-checkpoint' in refused.stderr
+    trusted = run_tool(*args, '--trust-checkpoint', *fast,
+                       env={TRUST_ENV_VAR: ''})
+    assert 'ID top-1 accuracy' in trusted.stdout + trusted.stderr

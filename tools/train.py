@@ -49,8 +49,17 @@ def parse_args():
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='load checkpoints with full unpickling (weights_only=False), '
+        'which can run code stored in them: only for files you trust that '
+        'hold more than cma_ood checkpoints do (sets '
+        'CMA_OOD_TRUST_CHECKPOINTS=1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.trust_checkpoint:
+        os.environ['CMA_OOD_TRUST_CHECKPOINTS'] = '1'
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

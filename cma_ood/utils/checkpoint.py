@@ -102,7 +102,9 @@ def safe_torch_load(filename: str, map_location: Any = None) -> Any:
         raise pickle.UnpicklingError(
             f'Refused to load {filename}: it holds objects outside the '
             f'allow-list of cma_ood checkpoints ({_reason(err)}). '
-            f'If you trust this file, set {TRUST_ENV_VAR}=1 to load it with '
+            f'If you trust this file, pass --trust-checkpoint to '
+            f'tools/train.py / tools/test.py (or set {TRUST_ENV_VAR}=1) to '
+            'load it with '
             'full unpickling, which can execute code stored in it.') from err
 
 
