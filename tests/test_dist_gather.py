@@ -19,7 +19,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from cma_ood.models import CMALoss
-from cma_ood.utils.dist import gather_with_grad, get_dist_info_safe
+from mmengine.dist import get_dist_info
+
+from cma_ood.utils.dist import gather_with_grad
 
 WORLD_SIZE = 2
 SPAWN_TIMEOUT_S = 120  # whole spawn; a deadlocked collective fails, not hangs
@@ -198,7 +200,7 @@ def _worker(rank, world_size, port, result_dir):
                                 world_size=world_size,
                                 timeout=timedelta(seconds=PG_TIMEOUT_S))
         try:
-            assert get_dist_info_safe() == (rank, world_size)
+            assert get_dist_info() == (rank, world_size)
             results = dict(loss={}, gather={})
             for i, (name, case) in enumerate(sorted(LOSS_CASES.items())):
                 results['loss'][name] = _run_loss_case(rank, *case,
@@ -350,6 +352,6 @@ def test_gather_with_grad(dist_results, name, mode):
 
 def test_gather_with_grad_without_process_group_is_identity():
     assert not dist.is_initialized()
-    assert get_dist_info_safe() == (0, 1)
+    assert get_dist_info() == (0, 1)
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert gather_with_grad(x) is x

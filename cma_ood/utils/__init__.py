@@ -1,7 +1,7 @@
 from .checkpoint import TRUST_ENV_VAR, safe_torch_load
-from .dist import gather_with_grad, get_dist_info_safe
+from .dist import all_gather_sizes, gather_with_grad
 
 __all__ = [
-    'gather_with_grad', 'get_dist_info_safe', 'safe_torch_load',
+    'all_gather_sizes', 'gather_with_grad', 'safe_torch_load',
     'TRUST_ENV_VAR'
 ]

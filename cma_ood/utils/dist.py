@@ -1,15 +1,9 @@
 """Differentiable all-gather for contrastive losses under DDP."""
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
-
-
-def get_dist_info_safe() -> Tuple[int, int]:
-    """Return ``(rank, world_size)``; ``(0, 1)`` without an initialised group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from mmengine.dist import get_dist_info
 
 
 def all_gather_sizes(n: int, device: torch.device) -> List[int]:
@@ -60,7 +54,7 @@ def gather_with_grad(x: torch.Tensor,
     saves a collective when known. Without an initialised process group (or
     with world size 1) ``x`` is returned unchanged.
     """
-    _, world_size = get_dist_info_safe()
+    _, world_size = get_dist_info()
     if world_size == 1:
         return x
     if sizes is None:

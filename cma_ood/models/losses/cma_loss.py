@@ -25,10 +25,10 @@ from typing import Dict, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import get_dist_info
 from mmpretrain.registry import MODELS
 
-from cma_ood.utils.dist import (all_gather_sizes, gather_with_grad,
-                                get_dist_info_safe)
+from cma_ood.utils.dist import all_gather_sizes, gather_with_grad
 
 
 class CMATerms(NamedTuple):
@@ -131,7 +131,7 @@ class CMALoss(nn.Module):
                 f'{tuple(text_embeds.shape)}')
         img = F.normalize(image_embeds, dim=-1)
         txt = F.normalize(text_embeds, dim=-1)
-        rank, world_size = get_dist_info_safe()
+        rank, world_size = get_dist_info()
         if self.gather_with_grad and world_size > 1:
             sizes = all_gather_sizes(img.shape[0], img.device)
             all_img = gather_with_grad(img, sizes)
