@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
-from mmengine.utils import ProgressBar
 from mmpretrain.registry import MODELS
 
 from ..datasets.wordnet import DEFAULT_LEXNAMES

@@ -240,7 +240,9 @@ def bench_train(cfg, args, device):
                   optim_wrapper=type(wrapper).__name__,
                   amp_dtype=_amp_dtype_of(wrapper))
     lam = getattr(model.loss_module, 'lam', 0.0)
-    del model, runner_model, wrapper, data
+    # free our model's memory before the reference loop
+    log.clear()
+    runner_model = model = wrapper = data = None
     if not args.no_reference and world_size == 1:
         reset_memory()
         ref_batch = args.reference_batch_size or args.batch_size
