@@ -78,3 +78,32 @@ def test_auto_amp_wrapper_falls_back_to_fp32_without_gpu():
             type(wrapper).__name__ == 'AmpOptimWrapper'
     else:
         assert type(wrapper).__name__ == 'OptimWrapper'
+
+
+@pytest.mark.parametrize('bf16', [True, False])
+def test_auto_amp_picks_bf16_or_fp16_with_loss_scaling(monkeypatch, bf16):
+    """On a GPU: bf16 autocast without a scaler where supported, else fp16
+    with dynamic loss scaling (MMEngine's AmpOptimWrapper)."""
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+    from mmengine.optim import AmpOptimWrapper
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
+    monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    wrapper = AutoAmpOptimWrapper(optimizer=optimizer)
+    if bf16:
+        assert isinstance(wrapper, BF16OptimWrapper)
+        assert not hasattr(wrapper, 'loss_scaler')
+    else:
+        assert isinstance(wrapper, AmpOptimWrapper)
+        assert wrapper.cast_dtype == torch.float16
+        assert wrapper.loss_scaler is not None
+
+
+def test_amp_flag_rewrites_the_optim_wrapper_config():
+    from cma_ood.engine import amp_optim_wrapper_cfg
+    cfg = dict(type='AmpOptimWrapper', dtype='float16', loss_scale=512.0,
+               optimizer=dict(type='AdamW', lr=1e-5), clip_grad=None)
+    assert amp_optim_wrapper_cfg(cfg) == dict(
+        type='AutoAmpOptimWrapper', optimizer=dict(type='AdamW', lr=1e-5),
+        clip_grad=None)
