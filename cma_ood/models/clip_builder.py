@@ -20,6 +20,8 @@ import clip
 import torch
 from clip.model import CLIP
 
+from cma_ood.utils.checkpoint import state_dict_mismatch
+
 # name -> CLIP(...) keyword arguments. The OpenAI entries mirror the shapes of
 # the published checkpoints; the ``tiny-*`` entries are small models for
 # tests and the CPU demo.
@@ -77,7 +79,8 @@ _DEFAULTS = dict(context_length=77, vocab_size=49408)
 # non-parameter entries stored in OpenAI's checkpoints
 _OPENAI_EXTRA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
 _WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model')
-_PREFIXES = ('module.', 'clip.')
+# prefixes of DataParallel, our classifier and common training wrappers
+_PREFIXES = ('module.', 'clip.', 'model.')
 
 
 def list_clip_archs() -> List[str]:
@@ -85,25 +88,39 @@ def list_clip_archs() -> List[str]:
     return list(CLIP_ARCHS)
 
 
-def _arch_kwargs(arch: str) -> dict:
+def clip_arch_kwargs(arch: str) -> dict:
+    """``clip.model.CLIP`` keyword arguments of architecture ``arch``."""
     if arch not in CLIP_ARCHS:
         raise KeyError(f'Unknown CLIP architecture {arch!r}; choose one of '
                        f'{list_clip_archs()}')
     return {**_DEFAULTS, **CLIP_ARCHS[arch]}
 
 
-def _strip_prefixes(state_dict: Dict[str, torch.Tensor],
-                    prefixes: Sequence[str]) -> Dict[str, torch.Tensor]:
+def clean_clip_state_dict(
+        state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """openai-clip parameter names: wrapper prefixes (``module.``,
+    ``clip.``, ``model.``, also repeated) and OpenAI's non-parameter entries
+    removed."""
     out = {}
     for key, value in state_dict.items():
         changed = True
         while changed:
             changed = False
-            for prefix in prefixes:
+            for prefix in _PREFIXES:
                 if key.startswith(prefix):
                     key, changed = key[len(prefix):], True
-        out[key] = value
+        if key not in _OPENAI_EXTRA_KEYS:
+            out[key] = value
     return out
+
+
+def torchscript_state_dict(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    """The state dict of a TorchScript archive (OpenAI's ``.pt`` files;
+    reading one runs no pickled code), ``None`` for other files."""
+    try:
+        return dict(torch.jit.load(path, map_location='cpu').state_dict())
+    except RuntimeError:
+        return None
 
 
 def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -119,9 +136,8 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     path = osp.expanduser(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'CLIP weights file not found: {path}')
-    try:
-        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
-    except RuntimeError:
+    state_dict = torchscript_state_dict(path)
+    if state_dict is None:
         state_dict = torch.load(path, map_location='cpu', weights_only=True)
     for key in _WRAPPER_KEYS:
         if isinstance(state_dict, dict) and isinstance(
@@ -131,33 +147,16 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(state_dict, dict):
         raise TypeError(f'{path} does not hold a state dict '
                         f'(got {type(state_dict).__name__})')
-    state_dict = _strip_prefixes(dict(state_dict), _PREFIXES)
-    for key in _OPENAI_EXTRA_KEYS:
-        state_dict.pop(key, None)
-    return state_dict
+    return clean_clip_state_dict(state_dict)
 
 
 def load_clip_weights(model: CLIP, state_dict: Dict[str, torch.Tensor],
                       source: str = 'state dict') -> None:
     """Load ``state_dict`` into ``model`` strictly, naming mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shape = [(k, tuple(v.shape), tuple(own[k].shape))
-             for k, v in state_dict.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        if shape:
-            parts.append('shape mismatches (key, checkpoint, model): ' +
-                         ', '.join(map(str, shape[:5])))
-        if missing:
-            parts.append(f'missing keys: {missing[:5]}')
-        if unexpected:
-            parts.append(f'unexpected keys: {unexpected[:5]}')
+    problem = state_dict_mismatch(model.state_dict(), state_dict)
+    if problem:
         raise RuntimeError(
-            f'{source} does not match this CLIP architecture; ' +
-            '; '.join(parts))
+            f'{source} does not match this CLIP architecture; {problem}')
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -174,7 +173,7 @@ def build_clip(arch: str = 'ViT-B/16',
         download_root: cache directory for ``'openai'`` downloads
             (clip's default ``~/.cache/clip`` when ``None``).
     """
-    model = CLIP(**_arch_kwargs(arch))
+    model = CLIP(**clip_arch_kwargs(arch))
     if pretrained is None:
         return model.float()
     if pretrained == 'openai':

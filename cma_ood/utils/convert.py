@@ -22,21 +22,10 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from cma_ood.models.clip_builder import CLIP_ARCHS, _arch_kwargs
+from cma_ood.models.clip_builder import (CLIP_ARCHS, clean_clip_state_dict,
+                                         clip_arch_kwargs,
+                                         torchscript_state_dict)
 from .checkpoint import commit_file, safe_torch_load, state_dict_mismatch
-
-# prefixes of DataParallel, our classifier and common training wrappers
-PREFIXES = ('module.', 'clip.', 'model.')
-# non-parameter entries of OpenAI's archives
-OPENAI_EXTRA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
-
-
-def _torchscript_state_dict(path: str) -> Optional[Dict[str, torch.Tensor]]:
-    """The state dict of a TorchScript archive, ``None`` for other files."""
-    try:
-        return dict(torch.jit.load(path, map_location='cpu').state_dict())
-    except RuntimeError:
-        return None
 
 
 def unwrap_state_dict(obj, path: str = 'checkpoint') -> Tuple[dict, dict]:
@@ -68,29 +57,13 @@ def unwrap_state_dict(obj, path: str = 'checkpoint') -> Tuple[dict, dict]:
     return state, info
 
 
-def clip_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """openai-clip parameter names: wrapper prefixes and OpenAI's
-    non-parameter entries removed."""
-    out = {}
-    for key, value in state.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        if key not in OPENAI_EXTRA_KEYS:
-            out[key] = value
-    return out
-
-
 @lru_cache(maxsize=None)
 def arch_shapes(arch: str) -> Dict[str, torch.Tensor]:
     """The state dict of the CLIP architecture ``arch`` as data-less tensors
     on the meta device (keys and shapes only, nothing allocated)."""
     from clip.model import CLIP
     with torch.device('meta'):
-        model = CLIP(**_arch_kwargs(arch))
+        model = CLIP(**clip_arch_kwargs(arch))
     return dict(model.state_dict())
 
 
@@ -117,13 +90,13 @@ def read_source(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
     path = osp.expanduser(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint to convert not found: {path}')
-    state = _torchscript_state_dict(path)
+    state = torchscript_state_dict(path)
     if state is not None:
         info = dict(source_format='openai-torchscript')
     else:
         state, info = unwrap_state_dict(
             safe_torch_load(path, map_location='cpu'), path)
-    return clip_state_dict(state), info
+    return clean_clip_state_dict(state), info
 
 
 def convert_checkpoint(src: str, dst: str,
