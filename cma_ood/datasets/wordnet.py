@@ -35,13 +35,14 @@ table is the fixed WordNet 3.0 list :data:`WORDNET_LEXNAMES`, written by
 page so that the build works where man pages are not installed.
 """
 import logging
-import os
 import shutil
 import tempfile
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+
+from ..utils.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -373,9 +374,7 @@ def write_candidate_lists(lists: Mapping[str, Sequence[str]],
                              f'lines, got {bad[:3]!r}')
         path = out / f'{name}.txt'
         text = ''.join(f'{label}\n' for label in labels)
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(text, encoding='utf-8')
-        os.replace(tmp, path)
+        atomic_write_text(str(path), text)
         paths.append(path)
     return paths
 

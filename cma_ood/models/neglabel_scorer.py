@@ -27,6 +27,7 @@ from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
 from ..datasets.wordnet import DEFAULT_LEXNAMES
+from ..utils.checkpoint import atomic_torch_save, atomic_write_text
 from .clip_builder import tokenize
 from .multimodal_classifier import check_template
 from .neglabel import (mine_negative_labels, neglabel_group_indices,
@@ -147,13 +148,8 @@ def write_label_file(path: Union[str, Path], labels: Sequence[str],
                      kinds: Sequence[str]) -> None:
     """Write ``kind<TAB>label`` lines readable by :func:`read_label_file`
     (atomically: a temporary file then ``os.replace``)."""
-    path = Path(osp.expanduser(str(path)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-    tmp.write_text(
-        ''.join(f'{k}\t{lab}\n' for lab, k in zip(labels, kinds)),
-        encoding='utf-8')
-    os.replace(tmp, path)
+    atomic_write_text(
+        str(path), ''.join(f'{k}\t{lab}\n' for lab, k in zip(labels, kinds)))
 
 
 def text_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -348,16 +344,11 @@ class NegLabelScorer(BaseOoDScorer):
                 print_log(f'NegLabel: ignoring unreadable {path}: {err!r}',
                           logger='current', level=logging.WARNING)
         tokens = tokenize(prompts, context_length)
-        tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(tokens.int(), tmp)
-            os.replace(tmp, path)
+            atomic_torch_save(tokens.int(), str(path))
         except OSError as err:
             print_log(f'NegLabel: could not write {path}: {err!r}',
                       logger='current', level=logging.WARNING)
-            if tmp.exists():
-                tmp.unlink()
         return tokens
 
     def encode(self, classifier: nn.Module,
@@ -439,16 +430,11 @@ class NegLabelScorer(BaseOoDScorer):
             labels=list(result['labels']),
             kinds=list(result['kinds']),
             embeds=result['embeds'].detach().float().cpu().contiguous())
-        tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(data, tmp)
-            os.replace(tmp, path)
+            atomic_torch_save(data, str(path))
         except OSError as err:
             print_log(f'NegLabel: could not write cache {path}: {err!r}',
                       logger='current', level=logging.WARNING)
-            if tmp.exists():
-                tmp.unlink()
             return
         print_log(
             f'NegLabel: cached {len(data["labels"])} negative labels in '

@@ -157,13 +157,36 @@ def commit_file(tmp_path: str, final_path: str) -> None:
     fsync_dir(osp.dirname(osp.abspath(final_path)))
 
 
+def _atomic_write(path: str, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path`` (created
+    with its parent directories), then :func:`commit_file` it; the temporary
+    file is removed if anything fails."""
+    path = osp.abspath(osp.expanduser(str(path)))
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = osp.join(osp.dirname(path),
+                   f'.{osp.basename(path)}.{os.getpid()}.part')
+    try:
+        write(tmp)
+        commit_file(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
-    tmp = osp.join(osp.dirname(osp.abspath(path)),
-                   f'.{osp.basename(path)}.{os.getpid()}.part')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    commit_file(tmp, path)
+
+    def write(tmp):
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+
+    _atomic_write(path, write)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` atomically (temp file, fsync, rename): a
+    crash leaves the old file or the new one, never a partial one."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # -------------------------------------------------- state-dict comparison

@@ -15,7 +15,6 @@ opts out). The output (:func:`convert_checkpoint`) is what ``tools/test.py``
 and ``load_from`` load into ``MultiModalClassifier``: ``{'state_dict':
 {'clip.<name>': tensor}, 'meta': {...}}``, tensors kept in their dtype.
 """
-import os
 import os.path as osp
 from functools import lru_cache
 from typing import Dict, Optional, Tuple
@@ -25,7 +24,8 @@ import torch
 from cma_ood.models.clip_builder import (CLIP_ARCHS, clean_clip_state_dict,
                                          clip_arch_kwargs,
                                          torchscript_state_dict)
-from .checkpoint import commit_file, safe_torch_load, state_dict_mismatch
+from .checkpoint import (atomic_torch_save, safe_torch_load,
+                         state_dict_mismatch)
 
 
 def unwrap_state_dict(obj, path: str = 'checkpoint') -> Tuple[dict, dict]:
@@ -125,10 +125,5 @@ def convert_checkpoint(src: str, dst: str,
     meta = dict(info, arch=arch, converted_from=osp.basename(src))
     checkpoint = dict(
         state_dict={f'clip.{k}': v for k, v in state.items()}, meta=meta)
-    dst = osp.expanduser(dst)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = osp.join(osp.dirname(osp.abspath(dst)),
-                   f'.{osp.basename(dst)}.{os.getpid()}.part')
-    torch.save(checkpoint, tmp)
-    commit_file(tmp, dst)
+    atomic_torch_save(checkpoint, dst)
     return meta

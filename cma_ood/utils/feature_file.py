@@ -33,12 +33,13 @@ key            content
 :func:`load_feature_file` validates the layout and names the file in every
 error, with a hint to (re-)run ``tools/extract_features.py``.
 """
-import os
 import os.path as osp
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
+from .checkpoint import atomic_torch_save
 
 FEATURE_FORMAT = 'cma_ood.features'
 #: bumped whenever the layout or the meaning of a key changes
@@ -60,14 +61,7 @@ def save_feature_file(path: Union[str, Path], data: dict) -> str:
     path = osp.abspath(osp.expanduser(str(path)))
     data = dict(data, format=FEATURE_FORMAT, version=FEATURE_FORMAT_VERSION)
     validate_feature_data(data, path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save(data, path)
     return path
 
 
