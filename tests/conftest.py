@@ -1,6 +1,9 @@
 """pytest configuration shared by the tests."""
 import warnings
 
+import pytest
+import torch
+
 
 def pytest_configure(config):
     # third-party deprecation noise (clip imports pkg_resources; mmcv-lite
@@ -10,3 +13,14 @@ def pytest_configure(config):
     config.addinivalue_line('filterwarnings',
                             'ignore:Fail to import ``MultiScaleDeformable')
     warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for tests of tiny models: avoids OpenMP
+    spin-waiting when the 2-core machine is busy; restored afterwards.
+    Test modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)

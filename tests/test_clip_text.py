@@ -14,12 +14,7 @@ PROMPTS = ['a photo of a cat', 'the nice electric ray',
            'This is a very small and quite interesting photo', 'x', '']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def test_text_length_rounds_up_and_caps():

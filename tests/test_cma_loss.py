@@ -14,14 +14,7 @@ from cma_ood.models import CMALoss, cma_loss
 TOL = dict(rtol=1e-6, atol=1e-6)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP spin-waiting when
-    the (2-core) machine is busy; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 # ------------------------------------------------------------- reference

@@ -22,16 +22,11 @@ from _helpers import DEMO_CONFIG, run_tool
 
 
 # tracing the tiny CLIP for the TorchScript archive is noisy
-pytestmark = pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning',
-                                        'ignore::FutureWarning')
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
+pytestmark = [
+    pytest.mark.usefixtures('single_thread'),
+    pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning',
+                               'ignore::FutureWarning'),
+]
 
 
 def demo_model(seed: int):

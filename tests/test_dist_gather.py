@@ -28,14 +28,7 @@ SPAWN_TIMEOUT_S = 120  # whole spawn; a deadlocked collective fails, not hangs
 PG_TIMEOUT_S = 60
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP spin-waiting when
-    the (2-core) machine is busy; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 # name -> (per-rank sizes, lam, D, logit scale, duplicate text rows)

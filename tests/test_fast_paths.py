@@ -18,12 +18,7 @@ from cma_ood.models.clip_builder import tokenize
 CLASSES = ['circle', 'square', 'triangle', 'star', 'a much longer name']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def plain_loss(model, images, labels, lam):

@@ -17,14 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINE = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread (no pool contention on busy
-    CI machines); restored afterwards for the other tests."""
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def write_image(path: Path, seed: int = 0, size=(12, 10)) -> Path:

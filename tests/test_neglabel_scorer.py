@@ -21,14 +21,7 @@ LEXNAMES = ('noun.act', 'noun.artifact', 'noun.Tops', 'adj.all')
 SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ru', 'sa', 'to', 'vi', 'be', 'du']
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread (no pool contention on busy
-    CI machines); restored afterwards for the other tests."""
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def words(start, n):

@@ -36,12 +36,8 @@ BASELINES_DEMO = osp.join(
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
+def default_scope(single_thread):
     init_default_scope('mmpretrain')  # builds ShapesDataset by name
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
 
 
 def tiny_classifier(seed=0, classnames=ID_SHAPES):

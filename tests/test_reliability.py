@@ -41,12 +41,7 @@ from _helpers import DEMO_CONFIG, REPO, run_tool
 from test_training import small_cfg, weights
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 AUGMENT = [
