@@ -300,6 +300,18 @@ def test_precomputed_group_indices():
         neglabel_score(pos, neg[:, :20], group_indices=idx)
 
 
+def test_device_group_indices_are_not_read_back_to_the_host():
+    # meta tensors have no data: any host read (a device synchronisation on
+    # a GPU) would raise; the score must still be computed lazily
+    pos, neg = sims(4, 9, 10), sims(4, 57, 11)
+    idx = neglabel_group_indices(57, 4, seed=1)
+    out = neglabel_score(pos.to('meta'), neg.to('meta'),
+                         group_indices=idx.to('meta'))
+    assert out.shape == (4, ) and out.device.type == 'meta'
+    with pytest.raises(RuntimeError, match='meta'):
+        int(idx.to('meta').max())
+
+
 def test_half_inputs():
     pos, neg = sims(4, 9, 12), sims(4, 40, 13)
     out = neglabel_score(pos.half(), neg.half(), ngroup=4)

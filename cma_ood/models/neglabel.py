@@ -218,7 +218,9 @@ def neglabel_score(pos_sim: Tensor,
         group_indices: optional precomputed (G, K // G) int64 output of
             :func:`neglabel_group_indices` (any device); when given it is
             used instead of recomputing it, ``seed`` is ignored and
-            ``ngroup`` must be 1 (the default) or equal G.
+            ``ngroup`` must be 1 (the default) or equal G. Indices on the
+            CPU are range-checked; indices on an accelerator are not (the
+            check would wait for the device in every call).
 
     Returns:
         (B,) scores in (0, 1]; higher = more in-distribution. float32 for
@@ -255,7 +257,9 @@ def neglabel_score(pos_sim: Tensor,
             raise ValueError(
                 f'ngroup={ngroup} disagrees with group_indices, which has '
                 f'{group_indices.shape[0]} groups')
-        if int(group_indices.min()) < 0 or int(group_indices.max()) >= num_neg:
+        if group_indices.device.type == 'cpu' and (
+                int(group_indices.min()) < 0
+                or int(group_indices.max()) >= num_neg):
             raise ValueError(
                 f'group_indices must lie in [0, {num_neg}) for neg_sim with '
                 f'{num_neg} labels')
