@@ -10,7 +10,8 @@ candidate prompts 6 on average. Attention runs through
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .clip_attention import self_attention
 
 
 def round_length(needed: int, max_length: int, multiple: int = 8) -> int:
@@ -25,19 +26,6 @@ def text_length(tokens: torch.Tensor, multiple: int = 8) -> int:
     rounded with :func:`round_length`. Synchronises with the device."""
     needed = int(tokens.argmax(dim=-1).max()) + 1
     return round_length(needed, tokens.shape[1], multiple)
-
-
-def causal_self_attention(attn: nn.MultiheadAttention,
-                          x: torch.Tensor) -> torch.Tensor:
-    """Causal self-attention of batch-first ``x`` ``(B, L, D)`` with the
-    weights of ``attn`` (an ``nn.MultiheadAttention`` with packed in-proj)."""
-    batch, length, dim = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, length, 3, heads,
-                       dim // heads).permute(2, 0, 3, 1, 4)
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return attn.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
 def encode_text_truncated(clip_model: nn.Module,
@@ -58,7 +46,7 @@ def encode_text_truncated(clip_model: nn.Module,
     x = clip_model.token_embedding(tokens)
     x = x + clip_model.positional_embedding[:length]
     for block in clip_model.transformer.resblocks:
-        x = x + causal_self_attention(block.attn, block.ln_1(x))
+        x = x + self_attention(block.attn, block.ln_1(x), is_causal=True)
         x = x + block.mlp(block.ln_2(x))
     x = clip_model.ln_final(x)
     eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]

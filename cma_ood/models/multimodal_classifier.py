@@ -12,6 +12,7 @@ from mmpretrain.structures import DataSample
 
 from .clip_builder import build_clip, tokenize
 from .clip_text import encode_text_truncated, round_length, text_length
+from .clip_vision import encode_image_vit, is_clip_vit
 
 # CLIP's normalisation on the 0-255 scale of mmpretrain's preprocessors
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
@@ -88,10 +89,14 @@ class MultiModalClassifier(BaseModel):
         truncate_text (bool): run the text tower only up to the batch's
             last EOT token, with causal SDPA attention (identical results,
             see :mod:`cma_ood.models.clip_text`). Defaults to True.
-        compile (bool | dict | str): ``torch.compile`` the image tower (in
-            place, checkpoint keys unchanged) and the text forward; a dict
-            is passed to ``torch.compile`` as keyword arguments; ``'auto'``
-            compiles when a GPU is available. Defaults to False.
+        fast_image_tower (bool): run a ViT image tower batch-first through
+            SDPA and compute only the class token in the last block
+            (identical results, see :mod:`cma_ood.models.clip_vision`);
+            ResNet towers always run their own forward. Defaults to True.
+        compile (bool | dict | str): ``torch.compile`` the image and text
+            forwards (checkpoint keys unchanged); a dict is passed to
+            ``torch.compile`` as keyword arguments; ``'auto'`` compiles
+            when a GPU is available. Defaults to False.
         data_preprocessor (dict, optional): defaults to mmpretrain's
             ``ClsDataPreprocessor`` with CLIP's mean/std, BGR -> RGB.
     """
@@ -110,6 +115,7 @@ class MultiModalClassifier(BaseModel):
                  max_logit_scale: float = 100.0,
                  text_batch_size: int = 1024,
                  truncate_text: bool = True,
+                 fast_image_tower: bool = True,
                  compile: Union[bool, dict, str] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -136,12 +142,16 @@ class MultiModalClassifier(BaseModel):
         self.max_logit_scale = max_logit_scale
         self.text_batch_size = text_batch_size
         self.truncate_text = truncate_text
+        self.fast_image_tower = fast_image_tower and is_clip_vit(
+            self.clip.visual)
+        self._image_forward = self._image_tower_forward
         self._text_forward = self._truncated_text_forward
         if compile == 'auto':
             compile = torch.cuda.is_available()
         if compile:
             kwargs = compile if isinstance(compile, dict) else {}
-            self.clip.visual.compile(**kwargs)
+            self._image_forward = torch.compile(self._image_forward,
+                                                **kwargs)
             self._text_forward = torch.compile(self._text_forward, **kwargs)
         self.freeze_image = freeze_image
         self.freeze_text = freeze_text
@@ -214,9 +224,14 @@ class MultiModalClassifier(BaseModel):
         """The exponentiated, clamped logit scale (scalar)."""
         return self.clip.logit_scale.exp().clamp(max=self.max_logit_scale)
 
+    def _image_tower_forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.fast_image_tower:
+            return encode_image_vit(self.clip.visual, images)
+        return self.clip.encode_image(images)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Raw image embeddings ``(B, D)`` of preprocessed images."""
-        return self.clip.encode_image(images)
+        return self._image_forward(images)
 
     def _truncated_text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return encode_text_truncated(self.clip, tokens)
