@@ -26,6 +26,12 @@ training step (openai-clip forward, normalisation, the CMA formula over
 77-token prompts, ``torch.optim.AdamW``; for test: the fp16 image encoder,
 for mine: the fp16 text encoder over 77 tokens) on the same inputs, and
 prints our figure as a ratio to it. ``--out`` writes everything as JSON.
+``--profile TRACE.json`` (train/test) also runs ``--profile-steps`` steps
+under ``torch.profiler``, writes a Chrome trace (one per rank under
+torchrun), logs the most expensive operators and adds the wall time and
+the GPU busy time per step (the union of the kernels' intervals, all
+streams) to the result: their difference is the time the GPU waits for
+the host.
 """
 import argparse
 import json
@@ -68,6 +74,10 @@ def parse_args():
     parser.add_argument('--reference-batch-size', type=int, default=None,
                         help='batch of the reference loop (default: same)')
     parser.add_argument('--out', help='write the results to this JSON file')
+    parser.add_argument('--profile', metavar='TRACE',
+                        help='train/test: also profile steps with '
+                        'torch.profiler and write a Chrome trace here')
+    parser.add_argument('--profile-steps', type=int, default=5)
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch'], default='none',
         help='pytorch: one process per GPU under torchrun, the model wrapped '
@@ -91,6 +101,56 @@ def timed(step, iters, warmup):
         step()
     synchronize()
     return (time.perf_counter() - start) / iters
+
+
+def busy_time(intervals) -> float:
+    """Length of the union of ``(start, end)`` intervals."""
+    total, run_start, run_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if run_end is None or start > run_end:
+            if run_end is not None:
+                total += run_end - run_start
+            run_start, run_end = start, end
+        else:
+            run_end = max(run_end, end)
+    if run_end is not None:
+        total += run_end - run_start
+    return total
+
+
+def profile_steps(step, path, steps):
+    """Run ``step`` ``steps`` times under ``torch.profiler``; write a
+    Chrome trace to ``path`` (``.rankN`` inserted under torchrun) and
+    return per-step wall and GPU busy milliseconds."""
+    import os.path as osp
+    from mmengine.dist import get_rank, get_world_size
+    from mmengine.logging import print_log
+    from torch.profiler import ProfilerActivity, profile
+    if get_world_size() > 1:
+        root, ext = osp.splitext(path)
+        path = f'{root}.rank{get_rank()}{ext}'
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if cuda else [])
+    with profile(activities=activities) as prof:
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize()
+        wall = time.perf_counter() - start
+    prof.export_chrome_trace(path)
+    with open(path) as f:
+        kernels = [(e['ts'], e['ts'] + e['dur'])
+                   for e in json.load(f)['traceEvents']
+                   if e.get('cat') == 'kernel']  # microseconds
+    if get_rank() == 0:
+        print_log('\n' + prof.key_averages().table(
+            sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total',
+            row_limit=20, max_name_column_width=60), logger='current')
+    return dict(trace=path, steps=steps, wall_ms_per_step=wall * 1e3 / steps,
+                gpu_busy_ms_per_step=(busy_time(kernels) / 1e3 / steps
+                                      if kernels else None))
 
 
 def synthetic_batch(model, batch_size, device, seed=0):
@@ -236,9 +296,12 @@ def bench_train(cfg, args, device):
     result = dict(images_per_s=world_size * args.batch_size / seconds,
                   world_size=world_size,
                   peak_memory_gib=peak_memory_gib(),
-                  loss=float(log['loss']),
+                  loss=float(log['loss'].detach()),
                   optim_wrapper=type(wrapper).__name__,
                   amp_dtype=_amp_dtype_of(wrapper))
+    if args.profile:
+        result['profile'] = profile_steps(step, args.profile,
+                                          args.profile_steps)
     lam = getattr(model.loss_module, 'lam', 0.0)
     # free our model's memory before the reference loop
     log.clear()
@@ -274,6 +337,9 @@ def bench_test(cfg, args, device):
     result = dict(images_per_s=args.batch_size / seconds,
                   peak_memory_gib=peak_memory_gib(), autocast=use_amp,
                   scores=[s.name for s in model.ood_scorers])
+    if args.profile:
+        result['profile'] = profile_steps(step, args.profile,
+                                          args.profile_steps)
     if not args.no_reference:
         step = reference_test_step(model, args.batch_size, device)
         seconds = timed(step, args.iters, args.warmup)
@@ -334,6 +400,8 @@ def bench_mine(cfg, args, device):
 
 def main():
     args = parse_args()
+    if args.profile and args.mode == 'mine':
+        raise SystemExit('--profile works with --mode train or test')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
