@@ -168,3 +168,17 @@ def test_rejects_non_2d(fn):
 def test_rejects_bad_temperature(fn, t):
     with pytest.raises(ValueError, match='temperature'):
         fn(torch.zeros(2, 3), temperature=t)
+
+
+def test_check_matrix_errors_name_the_input():
+    from cma_ood.models.tensor_checks import check_matrix
+    check_matrix(torch.zeros(2, 3), 'x', dim=3)
+    with pytest.raises(TypeError, match='x must be a torch.Tensor'):
+        check_matrix([[0.0]], 'x')
+    with pytest.raises(ValueError, match=r'x must be 2-D \(B, C\), got '
+                       r'shape \(5,\)'):
+        check_matrix(torch.zeros(5), 'x', '(B, C)')
+    with pytest.raises(TypeError, match='floating'):
+        check_matrix(torch.zeros(2, 3, dtype=torch.long), 'x')
+    with pytest.raises(ValueError, match='feature dimension 3, expected 4'):
+        check_matrix(torch.zeros(2, 3), 'x', dim=4)

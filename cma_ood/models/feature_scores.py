@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .tensor_checks import check_matrix
+
 #: PLP's prompt ensemble (exact strings, trailing period included)
 PLP_TEMPLATES = (
     'a photo of a {}.',
@@ -31,19 +33,6 @@ PLP_TEMPLATES = (
     'a photo of the large {}.',
     'a photo of the small {}.',
 )
-
-
-def _check_feats(x: Tensor, name: str, dim: Optional[int] = None) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
-    if x.dim() != 2:
-        raise ValueError(
-            f'{name} must be 2-D (N, D), got shape {tuple(x.shape)}')
-    if not x.is_floating_point():
-        raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f'{name} has feature dimension {x.shape[1]}, '
-                         f'expected {dim}')
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -86,7 +75,7 @@ def zero_shot_ensemble_weights(encode_fn: Callable[[Sequence[str]], Tensor],
             raise ValueError(f'template {template!r} must contain exactly '
                              'one "{}" placeholder')
         embeds = encode_fn([template.format(c) for c in classnames])
-        _check_feats(embeds, f'embeddings of template {template!r}')
+        check_matrix(embeds, f'embeddings of template {template!r}')
         if embeds.shape[0] != len(classnames):
             raise ValueError(
                 f'encode_fn returned {embeds.shape[0]} embeddings for '
@@ -111,8 +100,8 @@ def pseudo_labels(feats: Tensor,
     Returns:
         int64 ``(N,)`` class indices, on ``feats``' device.
     """
-    _check_feats(feats, 'feats')
-    _check_feats(class_weights, 'class_weights', feats.shape[1])
+    check_matrix(feats, 'feats')
+    check_matrix(class_weights, 'class_weights', feats.shape[1])
     _check_positive_int(chunk_size, 'chunk_size')
     weights = class_weights.to(feats.device, torch.float32)
     out = torch.empty(feats.shape[0], dtype=torch.long, device=feats.device)
@@ -167,7 +156,7 @@ def mahalanobis_fit(feats: Tensor,
         ``C'`` non-empty classes, float64 ``(D, D)`` precision, int64
         ``(C',)`` their class indices (ascending), all on ``feats``' device.
     """
-    _check_feats(feats, 'feats')
+    check_matrix(feats, 'feats')
     _check_positive_int(chunk_size, 'chunk_size')
     if labels.dim() != 1 or labels.shape[0] != feats.shape[0]:
         raise ValueError(f'labels must have shape ({feats.shape[0]},), got '
@@ -213,7 +202,7 @@ def background_fit(feats: Tensor,
     ``mu_0 = mean_i x_i`` and ``S_0 = 1/N sum_i (x_i - mu_0)(x_i - mu_0)^T``;
     returns float64 ``(mu_0 (D,), pinv(S_0 + ridge * I) (D, D))``.
     """
-    _check_feats(feats, 'feats')
+    check_matrix(feats, 'feats')
     labels = torch.zeros(feats.shape[0], dtype=torch.long,
                          device=feats.device)
     means, prec, _ = mahalanobis_fit(feats, labels, 1, ridge,
@@ -270,8 +259,8 @@ def mahalanobis_score(x: Tensor,
         float32 ``(B,)`` on ``x``'s device (computed in ``precision``'s
         dtype).
     """
-    _check_feats(x, 'x')
-    _check_feats(means, 'means', x.shape[1])
+    check_matrix(x, 'x')
+    check_matrix(means, 'means', x.shape[1])
     _check_positive_int(chunk_size, 'chunk_size')
     if precision.shape != (x.shape[1], x.shape[1]):
         raise ValueError(f'precision must be ({x.shape[1]}, {x.shape[1]}), '
@@ -327,8 +316,8 @@ def knn_score(x: Tensor,
     Returns:
         float32 ``(B,)`` on ``x``'s device.
     """
-    _check_feats(x, 'x')
-    _check_feats(train, 'train', x.shape[1])
+    check_matrix(x, 'x')
+    check_matrix(train, 'train', x.shape[1])
     _check_positive_int(k, 'k')
     _check_positive_int(chunk_size, 'chunk_size')
     _check_positive_int(train_chunk_size, 'train_chunk_size')

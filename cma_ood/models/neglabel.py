@@ -14,19 +14,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .tensor_checks import check_matrix
+
 #: Older torch releases refuse torch.quantile inputs larger than this; the
 #: chunk is kept under it whatever the torch version.
 _QUANTILE_MAX_NUMEL = 2**24
-
-
-def _check_feats(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
-    if x.dim() != 2:
-        raise ValueError(
-            f'{name} must be 2-D (num_labels, D), got shape {tuple(x.shape)}')
-    if not x.is_floating_point():
-        raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -61,8 +53,8 @@ def label_affinity(cand_feats: Tensor,
         (N,) affinities on the inputs' device, float64 if either input is
         float64, else float32 (half inputs are upcast before the matmul).
     """
-    _check_feats(cand_feats, 'cand_feats')
-    _check_feats(pos_feats, 'pos_feats')
+    check_matrix(cand_feats, 'cand_feats', '(num_labels, D)')
+    check_matrix(pos_feats, 'pos_feats', '(num_labels, D)')
     if pos_feats.shape[0] == 0:
         raise ValueError('pos_feats must hold at least one ID label')
     if cand_feats.shape[1] != pos_feats.shape[1]:
@@ -138,9 +130,9 @@ def mine_negative_labels(pos_feats: Tensor,
             mismatched D, a percentile or ratio outside [0, 1], or a
             non-positive chunk_size.
     """
-    _check_feats(pos_feats, 'pos_feats')
-    _check_feats(noun_feats, 'noun_feats')
-    _check_feats(adj_feats, 'adj_feats')
+    check_matrix(pos_feats, 'pos_feats', '(num_labels, D)')
+    check_matrix(noun_feats, 'noun_feats', '(num_labels, D)')
+    check_matrix(adj_feats, 'adj_feats', '(num_labels, D)')
     for name, feats in (('noun_feats', noun_feats), ('adj_feats', adj_feats)):
         if feats.shape[1] != pos_feats.shape[1]:
             raise ValueError(
@@ -226,14 +218,8 @@ def neglabel_score(pos_sim: Tensor,
         (B,) scores in (0, 1]; higher = more in-distribution. float32 for
         half/float32 inputs, float64 if either input is float64.
     """
-    for name, x in (('pos_sim', pos_sim), ('neg_sim', neg_sim)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
-        if x.dim() != 2:
-            raise ValueError(
-                f'{name} must be 2-D, got shape {tuple(x.shape)}')
-        if not x.is_floating_point():
-            raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
+    check_matrix(pos_sim, 'pos_sim', '(B, C)')
+    check_matrix(neg_sim, 'neg_sim', '(B, K)')
     if pos_sim.shape[0] != neg_sim.shape[0]:
         raise ValueError(
             'pos_sim and neg_sim must have the same batch size, got '

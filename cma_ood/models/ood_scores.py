@@ -12,18 +12,14 @@ overflow nor underflow for large logits such as ``cos_sim / 0.01``.
 import torch
 from torch import Tensor
 
+from .tensor_checks import check_matrix
+
 
 def _check_2d(x: Tensor, name: str) -> Tensor:
     """Validate a (B, C) floating tensor with C >= 1; upcast half to fp32."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(x)}')
-    if x.dim() != 2:
-        raise ValueError(
-            f'{name} must be 2-D (B, C), got shape {tuple(x.shape)}')
+    check_matrix(x, name, '(B, C)')
     if x.shape[1] == 0:
         raise ValueError(f'{name} must have at least one class (C >= 1)')
-    if not x.is_floating_point():
-        raise TypeError(f'{name} must be a floating tensor, got {x.dtype}')
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     return x
