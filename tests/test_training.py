@@ -177,3 +177,17 @@ def test_tools_refuse_untrusted_checkpoint_unless_flagged(tmp_path):
     trusted = run_tool(*args, '--trust-checkpoint', *fast,
                        env={TRUST_ENV_VAR: ''})
     assert 'ID top-1 accuracy' in trusted.stdout + trusted.stderr
+
+
+@pytest.mark.parametrize('given', [False, True])
+def test_trust_checkpoint_flag_sets_the_opt_in_only_when_given(
+        monkeypatch, given):
+    import argparse
+
+    from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+    monkeypatch.delenv(TRUST_ENV_VAR, raising=False)
+    parser = argparse.ArgumentParser()
+    add_trust_checkpoint_argument(parser)
+    args = parser.parse_args(['--trust-checkpoint'] if given else [])
+    assert args.trust_checkpoint is given
+    assert (os.environ.get(TRUST_ENV_VAR) == '1') is given

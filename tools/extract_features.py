@@ -37,6 +37,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint, set_random_seed
 from mmpretrain.registry import MODELS
 
+from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+
 _SPLITS = ('train', 'val', 'test')
 
 
@@ -81,6 +83,7 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    add_trust_checkpoint_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:

@@ -8,6 +8,8 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
+from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+
 
 def parse_args():
     parser = argparse.ArgumentParser(
@@ -38,17 +40,9 @@ def parse_args():
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='load checkpoints with full unpickling (weights_only=False), '
-        'which can run code stored in them: only for files you trust that '
-        'hold more than cma_ood checkpoints do (sets '
-        'CMA_OOD_TRUST_CHECKPOINTS=1)')
+    add_trust_checkpoint_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if args.trust_checkpoint:
-        os.environ['CMA_OOD_TRUST_CHECKPOINTS'] = '1'
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

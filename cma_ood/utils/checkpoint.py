@@ -20,6 +20,7 @@ Also here: crash-safe file replacement (:func:`commit_file`,
 :func:`state_dict_mismatch`, the description of a checkpoint that does not
 fit a model (used by ``CheckpointMatchHook`` and the checkpoint converter).
 """
+import argparse
 import os
 import os.path as osp
 import pickle
@@ -31,6 +32,31 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 TRUST_ENV_VAR = 'CMA_OOD_TRUST_CHECKPOINTS'
+
+
+class _TrustCheckpointAction(argparse.Action):
+    """``--trust-checkpoint``: sets :data:`TRUST_ENV_VAR` when given."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False,
+                         **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[TRUST_ENV_VAR] = '1'
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the tools' ``--trust-checkpoint`` flag to ``parser``: when
+    given, it sets ``CMA_OOD_TRUST_CHECKPOINTS=1`` for this process (and
+    the processes it starts)."""
+    parser.add_argument(
+        '--trust-checkpoint',
+        action=_TrustCheckpointAction,
+        help='load checkpoints with full unpickling (weights_only=False), '
+        'which can run code stored in them: only for files you trust that '
+        'hold more than cma_ood checkpoints do (sets '
+        f'{TRUST_ENV_VAR}=1)')
 
 
 def _numpy_globals() -> List[Any]:
@@ -103,7 +129,8 @@ def safe_torch_load(filename: str, map_location: Any = None) -> Any:
             f'Refused to load {filename}: it holds objects outside the '
             f'allow-list of cma_ood checkpoints ({_reason(err)}). '
             f'If you trust this file, pass --trust-checkpoint to '
-            f'tools/train.py / tools/test.py (or set {TRUST_ENV_VAR}=1) to '
+            f'tools/train.py / tools/test.py / tools/extract_features.py '
+            f'(or set {TRUST_ENV_VAR}=1) to '
             'load it with '
             'full unpickling, which can execute code stored in it.') from err
 
