@@ -1,4 +1,5 @@
 from .clip_builder import build_clip, list_clip_archs, load_clip_state_dict
+from .data_preprocessor import CLIPDataPreprocessor
 from .feature_scorers import KNNScorer, MahalanobisScorer, ProbeScorer
 from .feature_scores import (PLP_TEMPLATES, knn_score, mahalanobis_fit,
                              mahalanobis_score, pseudo_labels,
@@ -20,5 +21,5 @@ __all__ = [
     'MaxLogitScorer', 'EnergyScorer', 'NegLabelScorer', 'PLP_TEMPLATES',
     'knn_score', 'mahalanobis_fit', 'mahalanobis_score', 'pseudo_labels',
     'zero_shot_ensemble_weights', 'KNNScorer', 'MahalanobisScorer',
-    'ProbeScorer', 'LinearProbe'
+    'ProbeScorer', 'LinearProbe', 'CLIPDataPreprocessor'
 ]

@@ -97,8 +97,10 @@ class MultiModalClassifier(BaseModel):
             forwards (checkpoint keys unchanged); a dict is passed to
             ``torch.compile`` as keyword arguments; ``'auto'`` compiles
             when a GPU is available. Defaults to False.
-        data_preprocessor (dict, optional): defaults to mmpretrain's
-            ``ClsDataPreprocessor`` with CLIP's mean/std, BGR -> RGB.
+        data_preprocessor (dict, optional): defaults to
+            :class:`~cma_ood.models.CLIPDataPreprocessor` (mmpretrain's
+            ``ClsDataPreprocessor`` that keeps the labels on the host) with
+            CLIP's mean/std, BGR -> RGB.
     """
 
     def __init__(self,
@@ -121,7 +123,7 @@ class MultiModalClassifier(BaseModel):
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(
-                type='ClsDataPreprocessor',
+                type='CLIPDataPreprocessor',
                 mean=CLIP_MEAN,
                 std=CLIP_STD,
                 to_rgb=True)
@@ -292,8 +294,8 @@ class MultiModalClassifier(BaseModel):
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         self._require_classnames()
-        # labels stay on the CPU (as the data samples hold them) for the
-        # bookkeeping below: no device synchronisation in the step
+        # labels stay on the CPU (CLIPDataPreprocessor leaves them there)
+        # for the bookkeeping below: no device synchronisation in the step
         labels = torch.cat([ds.gt_label for ds in data_samples]).cpu()
         if labels.numel() and (labels.min() < 0
                                or labels.max() >= self.num_classes):
