@@ -42,6 +42,7 @@ LOSS_CASES = {
     'uneven_6+1_flyp': ((6, 1), 0.0, 9, 50.0, True),
     'tiny_1+1': ((1, 1), 0.5, 3, 10.0, False),
 }
+HOST_GROUP_SIZES = (5, 3)
 GATHER_CASES = {
     'even_3+3': ((3, 3), (4, )),
     'uneven_5+2': ((5, 2), (4, )),
@@ -184,6 +185,50 @@ def _run_gather_case(rank, sizes, tail, seed):
     return out
 
 
+def _run_host_group_case(rank, sizes, seed):
+    """CMALoss under a default group whose backend works on the GPU (as
+    NCCL): the batch sizes must go through a separate CPU group, and the
+    embeddings through one collective of the default group."""
+    dist_mod = importlib.import_module('cma_ood.utils.dist')
+    default = dist.distributed_c10d._get_default_group()
+    real_comm_device = dist_mod.get_comm_device
+
+    def comm_device(group=None):
+        # the default group pretends to be NCCL (the tensors it would
+        # need live on the GPU); other groups answer truthfully
+        if group is None or group is default:
+            return torch.device('cuda')
+        return real_comm_device(group)
+
+    calls = []
+    real_all_gather = dist.all_gather
+
+    def recording_all_gather(tensor_list, tensor, group=None, **kw):
+        calls.append(dict(default=group is None or group is default,
+                          dtype=tensor.dtype, device=tensor.device.type,
+                          shape=tuple(tensor.shape)))
+        return real_all_gather(tensor_list, tensor, group=group, **kw)
+
+    img_g, txt_g, s = global_batch(sizes, 6, 1 / 0.07, False, seed)
+    sl = local_slice(sizes, rank)
+    loss = CMALoss(lam=0.5)
+    dist_mod.get_comm_device = comm_device
+    dist.all_gather = recording_all_gather
+    try:
+        first = loss(img_g[sl], txt_g[sl], s)
+        group = loss._host_group
+        second = loss(img_g[sl], txt_g[sl], s)
+        same_group = loss._host_group is group
+        direct = dist_mod.all_gather_sizes(sizes[rank] + 10, group)
+    finally:
+        dist_mod.get_comm_device = real_comm_device
+        dist.all_gather = real_all_gather
+    return dict(first=first.detach(), second=second.detach(), calls=calls,
+                host_group_is_default=group is default,
+                host_group_backend=dist.get_backend(group),
+                same_group=same_group, direct=direct)
+
+
 def _worker(rank, world_size, port, result_dir):
     try:
         torch.set_num_threads(1)
@@ -201,6 +246,8 @@ def _worker(rank, world_size, port, result_dir):
             for i, (name, case) in enumerate(sorted(GATHER_CASES.items())):
                 results['gather'][name] = _run_gather_case(rank, *case,
                                                            seed=2000 + i)
+            results['host_group'] = _run_host_group_case(
+                rank, HOST_GROUP_SIZES, seed=3000)
             dist.barrier()
         finally:
             dist.destroy_process_group()
@@ -348,3 +395,30 @@ def test_gather_with_grad_without_process_group_is_identity():
     assert get_dist_info() == (0, 1)
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert gather_with_grad(x) is x
+
+
+def test_batch_sizes_bypass_a_gpu_default_group(dist_results):
+    """Under a GPU backend (NCCL) CMALoss exchanges the batch sizes through
+    its own gloo group, created once, with CPU tensors (no wait for the
+    GPU); the embeddings of both towers go through the default group in
+    ONE all-gather; the loss is unchanged."""
+    sizes = HOST_GROUP_SIZES
+    img_g, txt_g, s = global_batch(sizes, 6, 1 / 0.07, False, 3000)
+    expected = ref_loss(img_g, txt_g, s, 0.5)
+    W = WORLD_SIZE
+    res = [r['host_group'] for r in dist_results]
+    for key in ('first', 'second'):
+        _close(sum(r[key] for r in res) / W, expected)
+    for rank, r in enumerate(res):
+        assert not r['host_group_is_default']
+        assert r['host_group_backend'] == 'gloo'
+        assert r['same_group']  # made at the first call only
+        assert r['direct'] == [n + 10 for n in sizes]
+        # per loss call: sizes on the CPU group, then one gather of the
+        # (max batch, 2 D) image|text rows on the default group
+        per_call = [
+            dict(default=False, dtype=torch.long, device='cpu', shape=(1, )),
+            dict(default=True, dtype=torch.float64, device='cpu',
+                 shape=(max(sizes), 12)),
+        ]
+        assert r['calls'] == per_call * 2 + [per_call[0]], r['calls']

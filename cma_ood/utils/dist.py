@@ -3,15 +3,40 @@ from typing import List, Optional
 
 import torch
 import torch.distributed as dist
-from mmengine.dist import get_dist_info
+from mmengine.dist import get_comm_device, get_default_group, get_dist_info
+from torch.distributed import ProcessGroup
 
 
-def all_gather_sizes(n: int, device: torch.device) -> List[int]:
-    """Gather the integer ``n`` of every rank (ordered by rank)."""
-    local_n = torch.tensor([n], device=device, dtype=torch.long)
-    sizes = [torch.zeros_like(local_n) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, local_n)
-    return [int(s.item()) for s in sizes]
+def host_process_group() -> ProcessGroup:
+    """A process group of all ranks whose collectives take CPU tensors.
+
+    The default group if its backend works on the CPU (gloo, MPI), else a
+    new gloo group: exchanging host values (batch sizes, say) through it
+    never waits for the GPU, while the same exchange through NCCL copies
+    the value to the GPU and back and so synchronises the host with every
+    kernel queued before it. Creating a group is a collective call: every
+    rank must call this at the same point of the program.
+    """
+    group = get_default_group()
+    if get_comm_device(group).type == 'cpu':
+        return group
+    return dist.new_group(backend='gloo')
+
+
+def all_gather_sizes(n: int,
+                     group: Optional[ProcessGroup] = None) -> List[int]:
+    """Gather the integer ``n`` of every rank (ordered by rank).
+
+    Through ``group`` (default: the default group) on its communication
+    device: with a group from :func:`host_process_group` the exchange stays
+    on the host; through NCCL it waits for the GPU.
+    """
+    local_n = torch.tensor([n], dtype=torch.long,
+                           device=get_comm_device(group))
+    sizes = [torch.empty_like(local_n)
+             for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, local_n, group=group)
+    return torch.cat(sizes).tolist()
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -27,12 +52,15 @@ class _GatherWithGrad(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         max_n = max(sizes)
-        padded = x.new_zeros((max_n, *x.shape[1:]))
-        padded[:x.shape[0]] = x
+        if x.shape[0] == max_n:
+            padded = x.contiguous()
+        else:  # all_gather needs equal shapes: pad to the largest rank
+            padded = x.new_zeros((max_n, *x.shape[1:]))
+            padded[:x.shape[0]] = x
         parts: List[torch.Tensor] = [
             torch.empty_like(padded) for _ in range(world_size)
         ]
-        dist.all_gather(parts, padded.contiguous())
+        dist.all_gather(parts, padded)
         ctx.sizes = sizes
         ctx.rank = rank
         return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
@@ -51,12 +79,13 @@ def gather_with_grad(x: torch.Tensor,
 
     Gradients flow back to every rank's own rows, summed over the ranks'
     losses. ``sizes`` (every rank's ``n_r``, from :func:`all_gather_sizes`)
-    saves a collective when known. Without an initialised process group (or
-    with world size 1) ``x`` is returned unchanged.
+    saves a collective, and a host synchronisation under NCCL, when known.
+    Without an initialised process group (or with world size 1) ``x`` is
+    returned unchanged.
     """
     _, world_size = get_dist_info()
     if world_size == 1:
         return x
     if sizes is None:
-        sizes = all_gather_sizes(x.shape[0], x.device)
+        sizes = all_gather_sizes(x.shape[0])
     return _GatherWithGrad.apply(x, sizes)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from mmengine.dist import get_dist_info
 from mmpretrain.registry import MODELS
 
-from cma_ood.utils.dist import all_gather_sizes, gather_with_grad
+from cma_ood.utils.dist import (all_gather_sizes, gather_with_grad,
+                                host_process_group)
 
 
 class CMATerms(NamedTuple):
@@ -103,7 +104,10 @@ class CMALoss(nn.Module):
     the mean of the ranks' losses equals the single-process loss on the
     concatenated batch, and each rank's embedding gradient divided by ``W``
     equals the single-process gradient of its rows, which DDP's gradient
-    averaging turns into the exact global gradient. With
+    averaging turns into the exact global gradient. Both towers' embeddings
+    travel in one collective, and the ranks' batch sizes (which may differ)
+    through a CPU group (:func:`~cma_ood.utils.dist.host_process_group`),
+    so that the step never waits for the GPU. With
     ``gather_with_grad=False`` each rank computes the loss of its own batch
     only (a different, smaller-batch objective).
 
@@ -118,6 +122,13 @@ class CMALoss(nn.Module):
             raise ValueError(f'CMALoss: lam must be finite and >= 0, got {lam}')
         self.lam = float(lam)
         self.gather_with_grad = gather_with_grad
+        # gloo group for the batch sizes under NCCL, made at the first
+        # distributed call (see host_process_group)
+        self._host_group = None
+
+    def __getstate__(self):
+        # a process group belongs to this process: copies make their own
+        return dict(self.__dict__, _host_group=None)
 
     def forward_parts(self, image_embeds: torch.Tensor,
                       text_embeds: torch.Tensor,
@@ -133,9 +144,14 @@ class CMALoss(nn.Module):
         txt = F.normalize(text_embeds, dim=-1)
         rank, world_size = get_dist_info()
         if self.gather_with_grad and world_size > 1:
-            sizes = all_gather_sizes(img.shape[0], img.device)
-            all_img = gather_with_grad(img, sizes)
-            all_txt = gather_with_grad(txt, sizes)
+            # the batch sizes go through a CPU group: no wait for the GPU
+            if self._host_group is None:
+                self._host_group = host_process_group()
+            sizes = all_gather_sizes(img.shape[0], self._host_group)
+            # one collective for both towers' embeddings
+            all_img, all_txt = gather_with_grad(torch.cat([img, txt], dim=1),
+                                                sizes).split(
+                                                    img.shape[1], dim=1)
             # gathered rows are ordered by rank
             offset = sum(sizes[:rank])
             scale = world_size / sum(sizes)
