@@ -1,4 +1,5 @@
 from .hooks import *  # noqa: F401,F403
+from .model_wrapper import CompiledDistributedDataParallel
 from .loops import (ResumableEpochBasedTrainLoop, SeededPipeline,
                     seed_pipelines)
 from .optim_wrapper import (AutoAmpOptimWrapper, BF16OptimWrapper, amp_dtype,
@@ -7,5 +8,5 @@ from .optim_wrapper import (AutoAmpOptimWrapper, BF16OptimWrapper, amp_dtype,
 __all__ = [
     'AutoAmpOptimWrapper', 'BF16OptimWrapper', 'amp_dtype',
     'amp_optim_wrapper_cfg', 'ResumableEpochBasedTrainLoop',
-    'SeededPipeline', 'seed_pipelines'
+    'SeededPipeline', 'seed_pipelines', 'CompiledDistributedDataParallel'
 ]

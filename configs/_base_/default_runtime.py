@@ -31,9 +31,13 @@ custom_hooks = [
 ]
 
 # DDP: the model's only buffers are the constant prompt tokens, so there
-# is nothing to broadcast from rank 0 before every forward
+# is nothing to broadcast from rank 0 before every forward; the compiled
+# encoders stay whole graphs (no DDPOptimizer split, faster here:
+# CompiledDistributedDataParallel, docs/benchmarks.md)
 model_wrapper_cfg = dict(
-    type='MMDistributedDataParallel', broadcast_buffers=False)
+    type='CompiledDistributedDataParallel',
+    broadcast_buffers=False,
+    optimize_ddp=False)
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -81,7 +81,8 @@ def parse_args():
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch'], default='none',
         help='pytorch: one process per GPU under torchrun, the model wrapped '
-        'in MMDistributedDataParallel (train mode; --batch-size per GPU)')
+        'in the config\'s model_wrapper_cfg (train mode; --batch-size per '
+        'GPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -279,12 +280,13 @@ def bench_train(cfg, args, device):
     data, _ = synthetic_batch(model, args.batch_size, device)
     runner_model = model
     if args.launcher != 'none':
-        from mmengine.model import MMDistributedDataParallel
-        ddp_cfg = {k: v for k, v in (cfg.get('model_wrapper_cfg')
-                                     or {}).items() if k != 'type'}
-        runner_model = MMDistributedDataParallel(
-            module=model, device_ids=[torch.cuda.current_device()],
-            **ddp_cfg)
+        # the config's wrapper, built as MMEngine's runner builds it
+        from mmpretrain.registry import MODEL_WRAPPERS
+        ddp_cfg = dict(cfg.get('model_wrapper_cfg')
+                       or dict(type='MMDistributedDataParallel'))
+        ddp_cfg.update(module=model,
+                       device_ids=[torch.cuda.current_device()])
+        runner_model = MODEL_WRAPPERS.build(ddp_cfg)
     world_size = get_world_size()
     reset_memory()
     log = {}
