@@ -18,6 +18,9 @@ custom_hooks = [
     # class names from the dataset when model.classnames is None, and a
     # check that configured names match the dataset's class count
     dict(type='ClassNamesHook'),
+    # CMA's schedule length epochs * (N // B + 1) from the training set
+    # (only acts on CMAWarmupCosineLR schedulers without cycle_iters)
+    dict(type='CMAScheduleHook'),
     # OoDMetric writes ood_results.json and plots into the run's log dir
     dict(type='OoDOutputHook'),
     # load_from / resume / tools/test.py refuse checkpoints of another
