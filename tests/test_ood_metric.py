@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 import cma_ood  # noqa: F401
+from _helpers import REPO
 from cma_ood.evaluation import OoDMetric, ood_metrics
 
 META = dict(classes=('a', 'b', 'c'), id_source='ID',
@@ -38,7 +39,7 @@ def make_samples(seed=0, sizes=(('ID', 40), ('near', 25), ('far1', 30),
     return samples
 
 
-def expected(samples):
+def expected(samples, protocol='mos'):
     out = {}
     id_ = [s for s in samples if s['ood_source'] == 'ID']
     out['accuracy/top1'] = 100 * np.mean(
@@ -47,7 +48,7 @@ def expected(samples):
         def scores(src):
             return np.array([float(s['ood_scores'][score]) for s in samples
                              if s['ood_source'] == src])
-        per = {src: ood_metrics(scores('ID'), scores(src))
+        per = {src: ood_metrics(scores('ID'), scores(src), protocol=protocol)
                for src in ('near', 'far1', 'far2')}
         for src, vals in per.items():
             for k, v in vals.items():
@@ -132,6 +133,89 @@ def test_table_lists_every_set_and_score(caplog):
     table = format_ood_table(report)
     assert 'ID top-1 accuracy: 71.50' in table
     assert '12.35' in table and 'near' in table
+
+
+# ---------------------------------------------------------------- protocols
+def _capture_log(monkeypatch):
+    from cma_ood.evaluation import ood_metric
+    logged = []
+    monkeypatch.setattr(ood_metric, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    return logged
+
+
+def test_default_protocol_is_mos_in_table_and_json(tmp_path, monkeypatch):
+    logged = _capture_log(monkeypatch)
+    samples = make_samples(seed=5)
+    got = run_metric(samples, out_dir=str(tmp_path), save_plots=False)
+    assert_metrics_equal(got, expected(samples))
+    with open(tmp_path / 'ood_results.json') as f:
+        report = json.load(f)
+    assert report['metric_protocol'] == 'mos'
+    (table, ) = logged
+    assert "OoD detection, 'mos' metrics (ID positive), in %" in table
+
+
+@pytest.mark.parametrize('protocol,positive', [('cma', 'ID positive'),
+                                               ('openood', 'OoD positive')])
+def test_protocol_reaches_numbers_table_and_json(protocol, positive,
+                                                 tmp_path, monkeypatch):
+    logged = _capture_log(monkeypatch)
+    samples = make_samples(seed=6)
+    got = run_metric(samples, out_dir=str(tmp_path), save_plots=False,
+                     protocol=protocol)
+    want = expected(samples, protocol=protocol)
+    assert_metrics_equal(got, want)
+    # the protocol changes the figures (the B scores are heavily tied)
+    mos = expected(samples)
+    assert any(abs(want[k] - mos[k]) > 1e-6 for k in want if 'FPR95' in k)
+    with open(tmp_path / 'ood_results.json') as f:
+        report = json.load(f)
+    assert report['metric_protocol'] == protocol
+    # every key of the report is still there
+    assert set(report) == {'id_source', 'metric_protocol', 'scores',
+                           'num_samples', 'id_accuracy_top1'}
+    assert report['id_source'] == 'ID'
+    assert report['id_accuracy_top1'] == pytest.approx(
+        want['accuracy/top1'])
+    for score in 'AB':
+        for src in ('near', 'far1', 'far2', 'mean', 'far'):
+            for key in ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT'):
+                assert report['scores'][score][src][key] == pytest.approx(
+                    want[f'{score}/{src}/{key}'], abs=1e-9)
+    (table, ) = logged
+    assert f"OoD detection, '{protocol}' metrics ({positive}), in %" in table
+    assert f"{want['B/far1/FPR95']:.2f}" in table
+    from cma_ood.evaluation import format_ood_table
+    assert f"'{protocol}' metrics" in format_ood_table(report)
+
+
+def test_table_of_a_report_without_protocol_says_mos():
+    from cma_ood.evaluation import format_ood_table
+    report = dict(num_samples={'near': 3},
+                  scores=dict(A=dict(near=dict(FPR95=1.0, AUROC=2.0,
+                                               AUPR_IN=3.0, AUPR_OUT=4.0))))
+    assert "'mos' metrics (ID positive)" in format_ood_table(report)
+
+
+@pytest.mark.parametrize('bad', ['OpenOOD', 'fpr', None])
+def test_unknown_protocol_is_an_error_at_construction(bad):
+    with pytest.raises(ValueError) as info:
+        OoDMetric(protocol=bad)
+    msg = str(info.value)
+    assert 'OoDMetric' in msg and repr(bad) in msg
+    assert "'mos', 'cma', 'openood'" in msg
+
+
+def test_openood_base_config_evaluator_uses_openood_protocol():
+    from mmengine.config import Config
+    from mmpretrain.registry import METRICS
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/imagenet_ood_openood_v1.5.py'))
+    assert cfg.ood_test_evaluator == dict(type='OoDMetric',
+                                          protocol='openood')
+    metric = METRICS.build(cfg.ood_test_evaluator)
+    assert isinstance(metric, OoDMetric) and metric.protocol == 'openood'
 
 
 # ---------------------------------------------------------------- distributed

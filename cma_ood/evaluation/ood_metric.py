@@ -11,10 +11,14 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmpretrain.registry import METRICS
 
-from .functional import ood_metrics
+from .functional import check_protocol, ood_metrics
 from .plots import save_ood_plot
 
 METRIC_KEYS = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
+
+#: Positive class of each metric protocol, for the table title.
+_PROTOCOL_POSITIVE = dict(mos='ID positive', cma='ID positive',
+                          openood='OoD positive')
 
 
 def _scalar(value) -> float:
@@ -29,8 +33,9 @@ class OoDMetric(BaseMetric):
     Expects data samples tagged by :class:`OoDConcatDataset`
     (``ood_source``, ``ood_index``) with ``ood_scores`` from the model's
     scorers (higher = ID) and, for ID samples, ``pred_label``/``gt_label``.
-    Conventions are those of :func:`cma_ood.evaluation.ood_metrics`: ID is
-    the positive class, figures in percent.
+    Metrics are those of :func:`cma_ood.evaluation.ood_metrics` under the
+    chosen ``protocol`` (figures in percent); the protocol is named in the
+    logged table's title and recorded as ``metric_protocol`` in the JSON.
 
     Samples are keyed by their concatenation index, so the duplicates a
     distributed sampler pads with never count twice. Non-finite scores are
@@ -46,12 +51,19 @@ class OoDMetric(BaseMetric):
     Args:
         out_dir (str, optional): where to write JSON and plots.
         save_plots (bool): write the PNG plots. Defaults to True.
+        protocol (str): metric convention, ``'mos'`` (ID positive, FPR95 at
+            the ID recall closest to 95%, AUPR = average precision; the
+            default), ``'cma'`` (CMA's ``utils/metrics.py``: ID positive,
+            interpolated FPR95, trapezoid AUPR) or ``'openood'`` (OpenOOD
+            v1.5: OoD positive, FPR at the first point with 95% OoD TPR,
+            trapezoid AUPR). See :func:`cma_ood.evaluation.ood_metrics`.
     """
     default_prefix = 'ood'
 
     def __init__(self,
                  out_dir: Optional[str] = None,
                  save_plots: bool = True,
+                 protocol: str = 'mos',
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  collect_dir: Optional[str] = None):
@@ -61,6 +73,7 @@ class OoDMetric(BaseMetric):
             collect_dir=collect_dir)
         self.out_dir = out_dir
         self.save_plots = save_plots
+        self.protocol = check_protocol(protocol, owner='OoDMetric')
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for ds in data_samples:
@@ -107,7 +120,8 @@ class OoDMetric(BaseMetric):
         ood_sources = [s for s in sources if s != id_source]
         groups = (self.dataset_meta or {}).get('ood_groups', {})
         metrics = OrderedDict()
-        report = dict(id_source=id_source, scores={}, num_samples={})
+        report = dict(id_source=id_source, metric_protocol=self.protocol,
+                      scores={}, num_samples={})
         skipped = (self.dataset_meta or {}).get('skipped_images')
         if skipped:
             report['skipped_images'] = dict(skipped)
@@ -128,8 +142,9 @@ class OoDMetric(BaseMetric):
             per_set = OrderedDict()
             for source in ood_sources:
                 if source in arrays:
-                    per_set[source] = ood_metrics(arrays[id_source],
-                                                  arrays[source])
+                    per_set[source] = ood_metrics(
+                        arrays[id_source], arrays[source],
+                        protocol=self.protocol)
             summary = OrderedDict(per_set)
             summary['mean'] = _mean(per_set.values())
             for group, members in groups.items():
@@ -168,12 +183,20 @@ def _safe(name: str) -> str:
 
 
 def format_ood_table(report: dict) -> str:
-    """Render the OoD report (as written to JSON) as a text table."""
+    """Render the OoD report (as written to JSON) as a text table.
+
+    The title names the report's ``metric_protocol`` (``'mos'`` for reports
+    written before the key existed, the only convention then).
+    """
     from rich.console import Console
     from rich.table import Table
     acc = report.get('id_accuracy_top1')
+    protocol = report.get('metric_protocol', 'mos')
+    positive = _PROTOCOL_POSITIVE.get(protocol, '')
     table = Table(
-        title='OoD detection: ID positive, in %, FPR95 lower is better')
+        title=f"OoD detection, '{protocol}' metrics"
+        f"{' (' + positive + ')' if positive else ''}, in %",
+        caption='FPR95 lower is better, the others higher')
     for col in ('score', 'OoD set', *METRIC_KEYS, 'N'):
         table.add_column(col, justify='left' if col in (
             'score', 'OoD set') else 'right')

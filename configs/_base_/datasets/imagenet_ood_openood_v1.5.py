@@ -10,8 +10,12 @@
 #       textures,openimage_o}.txt
 #   data/openood/images_largescale/{ssb_hard,ninco,inaturalist,textures,
 #       openimage_o}/...                        (paths as in the lists)
-# Note: FPR95 here uses the MOS convention (ID positive); OpenOOD's own
-# tables use OoD as positive (AUROC is the same).
+# Metrics: `ood_test_evaluator` uses OpenOOD v1.5's convention
+# (protocol='openood', openood/evaluators/metrics.py): OoD is the positive
+# class on the negated score, FPR95 = share of ID flagged as OoD at the first
+# ROC point catching >= 95% of OoD, AUPR-In/Out by the trapezoid rule. AUROC
+# is the same in every convention. Configs that define their own
+# `test_evaluator` (e.g. dict(type='OoDMetric')) get the default 'mos' one.
 #
 # Exports `ood_test_dataset`, `ood_test_dataloader` and `ood_test_evaluator`
 # (see imagenet_ood_mos.py for why and how to use them).
@@ -68,4 +72,4 @@ ood_test_dataloader = dict(
     pin_memory=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=ood_test_dataset)
-ood_test_evaluator = dict(type='OoDMetric')
+ood_test_evaluator = dict(type='OoDMetric', protocol='openood')
