@@ -95,3 +95,36 @@ def test_concat_errors_name_the_set():
     with pytest.raises(ValueError, match="'empty' dataset .* is empty"):
         OoDConcatDataset(id_dataset=ShapesDataset('test', 1),
                          ood_datasets=dict(empty=Empty()))
+
+
+def test_concat_shared_pipeline_applies_to_every_config():
+    """``pipeline=`` preprocesses every set given as a config alike."""
+    resize = [dict(type='Resize', scale=(16, 16)), dict(type='PackInputs')]
+    ds = OoDConcatDataset(
+        id_dataset=dict(type='ShapesDataset', split='test', num_per_class=1),
+        ood_datasets=dict(
+            near=dict(type='ShapesDataset', split='near_ood',
+                      num_per_class=1)),
+        pipeline=resize)
+    for i in range(len(ds)):
+        assert ds[i]['inputs'].shape == (3, 16, 16)
+    direct = ShapesDataset('near_ood', num_per_class=1, pipeline=resize)
+    assert torch.equal(ds[len(ds) - 1]['inputs'], direct[len(direct) - 1]
+                       ['inputs'])
+
+
+def test_concat_shared_pipeline_conflicts_are_errors():
+    with pytest.raises(ValueError, match="OoD set 'near' has a pipeline"):
+        OoDConcatDataset(
+            id_dataset=dict(type='ShapesDataset', split='test',
+                            num_per_class=1),
+            ood_datasets=dict(near=dict(type='ShapesDataset',
+                                        split='near_ood', num_per_class=1,
+                                        pipeline=PIPE)),
+            pipeline=PIPE)
+    with pytest.raises(ValueError, match="ID set 'ID' is a built"):
+        OoDConcatDataset(
+            id_dataset=ShapesDataset('test', 1),
+            ood_datasets=dict(near=dict(type='ShapesDataset',
+                                        split='near_ood', num_per_class=1)),
+            pipeline=PIPE)

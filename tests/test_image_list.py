@@ -149,23 +149,33 @@ def fake_imagenet(root: Path, n=3):
     (root / 'meta' / 'val.txt').write_text('\n'.join(lines) + '\n')
 
 
-def check_pipeline(pipeline):
+def check_pipeline(pipeline, interpolation='bicubic'):
+    """CLIP's test pipeline of the ImageNet base, with the given resize
+    interpolation (bicubic: CLIP/CMA; bilinear: MCM/NegLabel)."""
     clip_cfg = Config.fromfile(
         str(REPO / 'configs/_base_/datasets/imagenet_bs128_clip.py'))
-    assert pipeline == clip_cfg.test_pipeline
+    expected = clip_cfg.test_pipeline
+    expected[1]['interpolation'] = interpolation
+    assert pipeline == expected
 
 
+#: (config, resize interpolation, evaluator)
 MOS_CONFIGS = [
-    'configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py',
-    'configs/mcm/mcm_clip-vit-b16_1xb256_in1k-mos.py',
-    'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py',
+    ('configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py', 'bilinear',
+     dict(type='OoDMetric')),
+    ('configs/mcm/mcm_clip-vit-b16_1xb256_in1k-mos.py', 'bilinear',
+     dict(type='OoDMetric')),
+    ('configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py', 'bicubic',
+     dict(type='OoDMetric')),
+    ('configs/cma/cma-neglabel-fixed_clip-vit-b16_4xb128_in1k-mos.py',
+     'bicubic', dict(type='OoDMetric', protocol='cma')),
 ]
 
 
-@pytest.mark.parametrize('path', MOS_CONFIGS)
-def test_mos_configs(path, tmp_path):
+@pytest.mark.parametrize('path,interpolation,evaluator', MOS_CONFIGS)
+def test_mos_configs(path, interpolation, evaluator, tmp_path):
     cfg = Config.fromfile(str(REPO / path))
-    assert cfg.test_evaluator == dict(type='OoDMetric')
+    assert cfg.test_evaluator == evaluator
     ds_cfg = cfg.test_dataloader.dataset
     assert ds_cfg.type == 'OoDConcatDataset'
     assert list(ds_cfg.ood_datasets) == [
@@ -175,9 +185,11 @@ def test_mos_configs(path, tmp_path):
     for name, sub in ds_cfg.ood_datasets.items():
         assert sub.type == 'CustomDataset' and sub.with_label is False
         assert sub.data_root == f'data/ood/{name}'
-        check_pipeline(sub.pipeline)
-    check_pipeline(ds_cfg.id_dataset.pipeline)
-    if path != MOS_CONFIGS[0]:
+        assert 'pipeline' not in sub
+    assert 'pipeline' not in ds_cfg.id_dataset
+    # one pipeline for every set of the benchmark
+    check_pipeline(ds_cfg.pipeline, interpolation)
+    if path != MOS_CONFIGS[0][0]:
         return
     # build it on generated data, repointed as docs/data_preparation.md says
     fake_imagenet(tmp_path / 'imagenet')
@@ -208,7 +220,7 @@ OPENOOD_SETS = ['ssb_hard', 'ninco', 'inaturalist', 'textures', 'openimage_o']
 def test_openood_config(tmp_path):
     path = 'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-openood.py'
     cfg = Config.fromfile(str(REPO / path))
-    assert cfg.test_evaluator == dict(type='OoDMetric')
+    assert cfg.test_evaluator == dict(type='OoDMetric', protocol='openood')
     ds_cfg = cfg.test_dataloader.dataset
     assert ds_cfg.type == 'OoDConcatDataset'
     assert list(ds_cfg.ood_datasets) == OPENOOD_SETS
@@ -222,7 +234,8 @@ def test_openood_config(tmp_path):
         assert sub.data_root == 'data/openood'
         assert sub.ann_file == f'benchmark_imglist/imagenet/test_{name}.txt'
         assert sub.data_prefix == 'images_largescale'
-        check_pipeline(sub.pipeline)
+        assert 'pipeline' not in sub
+    check_pipeline(ds_cfg.pipeline)
     # the training part of the CMA config is untouched
     assert cfg.train_dataloader.dataset.type == 'ImageNet'
     assert cfg.val_evaluator.type == 'Accuracy'
@@ -261,3 +274,49 @@ def test_openood_config_missing_list_is_clear(tmp_path):
     sub.data_root = str(tmp_path / 'openood')
     with pytest.raises(FileNotFoundError, match='test_ninco.txt'):
         DATASETS.build(sub)
+
+
+# ------------------------------------------ preprocessing vs the papers
+def smooth_jpeg(path: Path, size, seed):
+    """A photo-like JPEG (smooth colour field plus noise) of ``size``."""
+    from PIL import Image
+    w, h = size
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(
+        rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8))
+    arr = np.asarray(coarse.resize((w, h), Image.BICUBIC), dtype=float)
+    arr = np.clip(arr + rng.normal(0, 20, arr.shape), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize('base,interpolation', [
+    ('ood_test_pipeline_bilinear', 'BILINEAR'),  # MCM / NegLabel
+    ('ood_test_pipeline', 'BICUBIC'),  # clip.load's preprocess (CMA)
+])
+def test_test_pipelines_equal_the_published_torchvision_ones(
+        tmp_path, base, interpolation):
+    """Our test pipelines give bit-identical pixels to torchvision's
+    Resize(224, interpolation) + CenterCrop(224) on PIL images (MCM's
+    utils/train_eval_util.py, NegLabel's ood_dataset.py, CLIP's
+    preprocess), for landscape, portrait, odd and near-224 sizes."""
+    import torchvision.transforms as T
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(
+        str(REPO / 'configs/_base_/datasets/imagenet_ood_mos.py'))
+    ours = Compose(cfg[base])
+    ref = T.Compose([
+        T.Resize(224, interpolation=getattr(T.InterpolationMode,
+                                            interpolation)),
+        T.CenterCrop(224), T.PILToTensor()])
+    sizes = [(500, 375), (333, 500), (640, 427), (231, 229), (224, 300),
+             (517, 389)]
+    for i, size in enumerate(sizes):
+        path = smooth_jpeg(tmp_path / f'{i}.jpg', size, i)
+        got = ours(dict(img_path=str(path)))['inputs']  # BGR, CHW, uint8
+        expected = ref(Image.open(path).convert('RGB'))
+        assert torch.equal(got.flip(0), expected), size

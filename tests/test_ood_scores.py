@@ -47,11 +47,27 @@ def test_mcm_matches_formula(cos_sim, tau):
     np.testing.assert_allclose(out.numpy(), ref, rtol=2e-5, atol=0)
 
 
-def test_mcm_default_temperature_is_001(cos_sim):
-    torch.testing.assert_close(mcm_score(cos_sim),
-                               mcm_score(cos_sim, temperature=0.01))
+def test_mcm_default_is_the_published_t1_on_the_cosine(cos_sim):
+    """MCM's eval_ood_detection.py --T 1: softmax of the raw cosine."""
+    ref = np_max_softmax(cos_sim.double().numpy())
+    np.testing.assert_allclose(mcm_score(cos_sim).numpy(), ref, rtol=2e-5)
     assert not torch.allclose(mcm_score(cos_sim),
-                              mcm_score(cos_sim, temperature=1.0))
+                              mcm_score(cos_sim, temperature=0.01))
+
+
+def test_mcm_scorer_default_is_t1_and_t001_is_clip_msp(cos_sim):
+    """MCMScorer() is MCM at T = 1; at T = 0.01 it equals MSPScorer on
+    CLIP's logits with the pretrained logit scale 100."""
+    from cma_ood.models import MCMScorer, MSPScorer
+    embeds = torch.zeros(cos_sim.shape[0], 4)
+    scale = torch.tensor(100.0)
+    assert MCMScorer().temperature == 1.0
+    ref = np_max_softmax(cos_sim.double().numpy())
+    np.testing.assert_allclose(
+        MCMScorer()(embeds, cos_sim, scale).numpy(), ref, rtol=2e-5)
+    torch.testing.assert_close(
+        MCMScorer(temperature=0.01)(embeds, cos_sim, scale),
+        MSPScorer()(embeds, cos_sim, scale))
 
 
 def test_mcm_no_overflow_at_cos_100():
@@ -77,7 +93,7 @@ def test_mcm_uniform_is_one_over_c():
 
 
 def test_half_input_computed_in_float32(cos_sim):
-    out = mcm_score(cos_sim.half())
+    out = mcm_score(cos_sim.half(), temperature=0.01)
     assert out.dtype == torch.float32
     ref = np_max_softmax(cos_sim.half().double().numpy() / 0.01)
     np.testing.assert_allclose(out.numpy(), ref, rtol=2e-5)

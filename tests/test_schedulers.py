@@ -145,7 +145,8 @@ def run_toy(tmp_path, num_samples, batch_size, epochs, scheduler,
         train_cfg=dict(by_epoch=True, max_epochs=epochs),
         custom_hooks=hooks,
         default_hooks=dict(checkpoint=None, logger=None),
-        default_scope='mmpretrain')
+        default_scope='mmpretrain',
+        experiment_name=f'schedule-{tmp_path.name}')
     runner.train()
     return runner, record.lrs
 

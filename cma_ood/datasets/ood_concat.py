@@ -100,6 +100,10 @@ class OoDConcatDataset(Dataset):
         check_overlap (bool): refuse OoD sets sharing files with the ID
             set. Defaults to True.
         scan_workers (int): threads checking images with ``skip_broken``.
+        pipeline (list[dict], optional): one pipeline for every set given
+            as a config (a benchmark's protocol preprocesses all its sets
+            alike); those configs must then not name a pipeline of their
+            own. ``None``: each set keeps its own.
     """
 
     def __init__(self,
@@ -109,7 +113,8 @@ class OoDConcatDataset(Dataset):
                  ood_groups: Mapping[str, List[str]] = None,
                  skip_broken: bool = False,
                  check_overlap: bool = True,
-                 scan_workers: int = 8):
+                 scan_workers: int = 8,
+                 pipeline: Optional[Sequence[dict]] = None):
         if not ood_datasets:
             raise ValueError('OoDConcatDataset needs at least one OoD set')
         if id_name in ood_datasets:
@@ -127,6 +132,7 @@ class OoDConcatDataset(Dataset):
         self.skip_broken = skip_broken
         self.check_overlap = check_overlap
         self.scan_workers = max(1, int(scan_workers))
+        self.pipeline = None if pipeline is None else list(pipeline)
         self.datasets = [
             self._build(name, d) for name, d in zip(
                 self.names, (id_dataset, *ood_datasets.values()))
@@ -146,7 +152,20 @@ class OoDConcatDataset(Dataset):
 
     def _build(self, name: str, dataset):
         if not isinstance(dataset, dict):
+            if self.pipeline is not None:
+                raise ValueError(
+                    f'OoDConcatDataset: {self._describe(name)} is a built '
+                    f'{type(dataset).__name__}, so the shared pipeline '
+                    'cannot be applied to it; give it as a config dict or '
+                    'leave pipeline=None')
             return dataset
+        if self.pipeline is not None:
+            if dataset.get('pipeline'):
+                raise ValueError(
+                    f'OoDConcatDataset: {self._describe(name)} has a '
+                    'pipeline of its own and the benchmark has a shared '
+                    'one; remove one of them')
+            dataset = dict(dataset, pipeline=copy.deepcopy(self.pipeline))
         root = dataset.get('data_root')
         if isinstance(root, str) and root and _is_local(root) and \
                 not osp.isdir(root):

@@ -43,13 +43,14 @@ def max_softmax(logits: Tensor) -> Tensor:
     return torch.exp(logits.amax(dim=1) - torch.logsumexp(logits, dim=1))
 
 
-def mcm_score(cos_sim: Tensor, temperature: float = 0.01) -> Tensor:
+def mcm_score(cos_sim: Tensor, temperature: float = 1.0) -> Tensor:
     """MCM: maximum softmax of cosine similarities over temperature.
 
     Args:
         cos_sim: (B, C) cosine similarities between image embeddings and the
             C ID class text embeddings (values in [-1, 1]).
-        temperature: softmax temperature tau > 0 (MCM uses 0.01).
+        temperature: softmax temperature tau > 0 (MCM's published setting:
+            1, on the raw cosine; 0.01 gives CLIP's zero-shot MSP).
 
     Returns:
         (B,) ``max_c softmax(cos_sim / tau)_c`` in [1/C, 1]; higher = ID.

@@ -41,10 +41,17 @@ class BaseOoDScorer(nn.Module):
 
 @MODELS.register_module()
 class MCMScorer(BaseOoDScorer):
-    """Maximum concept matching: max softmax of ``cos_sim / temperature``."""
+    """Maximum concept matching (MCM, NeurIPS 2022): max softmax of
+    ``cos_sim / temperature`` over the ID classes.
+
+    The published default is ``temperature=1`` on the raw cosine (MCM's
+    ``eval_ood_detection.py --T 1``; also CMA's MCM column). At 0.01 it is
+    the zero-shot MSP of CLIP's logits (:class:`MSPScorer` with the
+    pretrained logit scale of 100).
+    """
     default_name = 'MCM'
 
-    def __init__(self, temperature: float = 0.01, name: Optional[str] = None):
+    def __init__(self, temperature: float = 1.0, name: Optional[str] = None):
         super().__init__(name)
         self.temperature = temperature
 

@@ -7,8 +7,8 @@
 # The OoD folders are scanned recursively for images (mmpretrain's
 # CustomDataset with with_label=False), so any sub-folder layout works.
 #
-# This base exports `ood_test_dataset`, `ood_test_dataloader` and
-# `ood_test_evaluator` rather than `test_dataloader` / `test_evaluator`:
+# This base exports `ood_test_dataset`, `ood_test_dataloader` (and their
+# `_bilinear` variants) and `ood_test_evaluator` rather than `test_dataloader` / `test_evaluator`:
 # MMEngine refuses the same key in two bases, and configs that inherit a
 # training config (which has its own test set) must be able to add this one.
 # Zero-shot configs (no other test set in their bases):
@@ -21,48 +21,44 @@
 imagenet_root = 'data/imagenet'
 mos_root = 'data/ood'
 
-# CLIP's test preprocessing (as configs/_base_/datasets/imagenet_bs128_clip.py)
+# Test preprocessing, one pipeline for every set of the benchmark:
+# - `ood_test_pipeline`: CLIP's own (clip.load's preprocess: Resize(224)
+#   bicubic + CenterCrop(224)), used by CMA's inference.py and training;
+# - `ood_test_pipeline_bilinear`: torchvision Resize(224) (bilinear,
+#   antialiased on PIL images) + CenterCrop(224), the preprocessing of
+#   MCM's and NegLabel's evaluation code.
+# Both give bit-identical images to the published torchvision pipelines
+# (tests/test_configs.py).
+_resize = dict(type='ResizeEdge', scale=224, edge='short', backend='pillow')
 ood_test_pipeline = [
     dict(type='CheckedLoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
+    dict(_resize, interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+ood_test_pipeline_bilinear = [
+    dict(type='CheckedLoadImageFromFile'),
+    dict(_resize, interpolation='bilinear'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
 
+
+def _folder(name):
+    return dict(
+        type='CustomDataset', data_root=f'{mos_root}/{name}', with_label=False)
+
+
 ood_test_dataset = dict(
     type='OoDConcatDataset',
-    id_dataset=dict(
-        type='ImageNet',
-        data_root=imagenet_root,
-        split='val',
-        pipeline=ood_test_pipeline),
+    id_dataset=dict(type='ImageNet', data_root=imagenet_root, split='val'),
     ood_datasets=dict(
-        iNaturalist=dict(
-            type='CustomDataset',
-            data_root=mos_root + '/iNaturalist',
-            with_label=False,
-            pipeline=ood_test_pipeline),
-        SUN=dict(
-            type='CustomDataset',
-            data_root=mos_root + '/SUN',
-            with_label=False,
-            pipeline=ood_test_pipeline),
-        Places=dict(
-            type='CustomDataset',
-            data_root=mos_root + '/Places',
-            with_label=False,
-            pipeline=ood_test_pipeline),
-        Textures=dict(
-            type='CustomDataset',
-            data_root=mos_root + '/Textures',
-            with_label=False,
-            pipeline=ood_test_pipeline),
+        iNaturalist=_folder('iNaturalist'),
+        SUN=_folder('SUN'),
+        Places=_folder('Places'),
+        Textures=_folder('Textures'),
     ),
+    pipeline=ood_test_pipeline,
 )
 ood_test_dataloader = dict(
     batch_size=256,
@@ -71,4 +67,9 @@ ood_test_dataloader = dict(
     pin_memory=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=ood_test_dataset)
+# the same benchmark with MCM's / NegLabel's bilinear preprocessing
+ood_test_dataset_bilinear = dict(
+    ood_test_dataset, pipeline=ood_test_pipeline_bilinear)
+ood_test_dataloader_bilinear = dict(
+    ood_test_dataloader, dataset=ood_test_dataset_bilinear)
 ood_test_evaluator = dict(type='OoDMetric')

@@ -15,7 +15,7 @@
 # class on the negated score, FPR95 = share of ID flagged as OoD at the first
 # ROC point catching >= 95% of OoD, AUPR-In/Out by the trapezoid rule. AUROC
 # is the same in every convention. Configs that define their own
-# `test_evaluator` (e.g. dict(type='OoDMetric')) get the default 'mos' one.
+# `test_evaluator` must say protocol='openood' themselves.
 #
 # Exports `ood_test_dataset`, `ood_test_dataloader` and `ood_test_evaluator`
 # (see imagenet_ood_mos.py for why and how to use them).
@@ -24,6 +24,8 @@ openood_root = 'data/openood'
 openood_imglist = 'benchmark_imglist/imagenet'  # relative to openood_root
 openood_images = 'images_largescale'  # relative to openood_root
 
+# CLIP's test preprocessing (clip.load's preprocess: Resize(224) bicubic +
+# CenterCrop(224)), one pipeline for every set
 ood_test_pipeline = [
     dict(type='CheckedLoadImageFromFile'),
     dict(
@@ -43,17 +45,12 @@ def _openood(name):
         data_root=openood_root,
         ann_file=f'{openood_imglist}/test_{name}.txt',
         data_prefix=openood_images,
-        with_label=False,
-        pipeline=ood_test_pipeline)
+        with_label=False)
 
 
 ood_test_dataset = dict(
     type='OoDConcatDataset',
-    id_dataset=dict(
-        type='ImageNet',
-        data_root=imagenet_root,
-        split='val',
-        pipeline=ood_test_pipeline),
+    id_dataset=dict(type='ImageNet', data_root=imagenet_root, split='val'),
     ood_datasets=dict(
         ssb_hard=_openood('ssb_hard'),
         ninco=_openood('ninco'),
@@ -64,6 +61,7 @@ ood_test_dataset = dict(
     ood_groups=dict(
         near=['ssb_hard', 'ninco'],
         far=['inaturalist', 'textures', 'openimage_o']),
+    pipeline=ood_test_pipeline,
 )
 ood_test_dataloader = dict(
     batch_size=256,

@@ -10,7 +10,7 @@ model = dict(
     test_template='a photo of a {}',
     loss=dict(type='CMALoss', lam=0.001),
     ood_scorers=[
-        dict(type='MCMScorer', temperature=0.01),
+        dict(type='MCMScorer'),  # MCM's T = 1 on the cosine
         dict(type='MSPScorer'),
         dict(type='EnergyScorer'),
     ],

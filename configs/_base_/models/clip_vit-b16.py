@@ -8,7 +8,7 @@ model = dict(
     train_template='a photo of a {}',
     test_template='the nice {}',
     loss=dict(type='CMALoss', lam=0.001),
-    ood_scorers=[dict(type='MCMScorer', temperature=0.01)],
+    ood_scorers=[dict(type='MCMScorer')],  # MCM, T = 1 on the cosine
     # torch.compile the encoders when a GPU is present (about 1.7x faster
     # training, see docs/benchmarks.md); False to switch it off
     compile='auto',

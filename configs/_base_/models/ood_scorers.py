@@ -10,5 +10,6 @@ neglabel_scorer = dict(
     ratio=0.15,
     temperature=0.01,
     ngroup=100)
-# MCM: max softmax of cosine / 0.01
-mcm_scorer = dict(type='MCMScorer', temperature=0.01)
+# MCM (NeurIPS 2022, eval_ood_detection.py --T 1): max softmax of the raw
+# cosine, T = 1 (at T = 0.01 it would be the zero-shot MSP, MSPScorer)
+mcm_scorer = dict(type='MCMScorer', temperature=1.0)
