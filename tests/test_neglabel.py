@@ -259,20 +259,28 @@ def test_group_indices_shape_and_determinism():
 
 
 def test_group_indices_contract():
-    # Pinned so that reported numbers stay reproducible: one CPU randperm
-    # seeded by `seed`, the trailing K % ngroup permuted labels dropped,
-    # then cut row-wise into groups.
+    # Pinned so that reported numbers stay reproducible, as NegLabel's
+    # ScalableClassifier.grouping: the LAST K % ngroup labels of the given
+    # order are dropped first, then the remaining K' are permuted by one CPU
+    # randperm(K') seeded by `seed` and cut row-wise into groups.
     k, ngroup, seed = 103, 10, 42
-    perm = torch.randperm(k, generator=torch.Generator().manual_seed(seed))
-    expected = perm[:ngroup * (k // ngroup)].view(ngroup, k // ngroup)
+    kept = ngroup * (k // ngroup)
+    perm = torch.randperm(kept,
+                          generator=torch.Generator().manual_seed(seed))
+    expected = perm.view(ngroup, k // ngroup)
     assert torch.equal(neglabel_group_indices(k, ngroup, seed), expected)
 
 
-def test_remainder_labels_are_dropped():
+def test_remainder_labels_are_the_last_ones_dropped_before_the_shuffle():
     k, ngroup, seed = 103, 10, 42
     idx = neglabel_group_indices(k, ngroup, seed)
     dropped = sorted(set(range(k)) - set(idx.flatten().tolist()))
-    assert len(dropped) == k % ngroup
+    # the most ID-like adjectives at the end of the mined list, whatever
+    # the seed
+    assert dropped == [100, 101, 102]
+    for other_seed in (0, 1, 7):
+        flat = neglabel_group_indices(k, ngroup, other_seed).flatten()
+        assert sorted(flat.tolist()) == list(range(100))
     pos, neg = sims(5, 12, 8), sims(5, k, 9)
     base = neglabel_score(pos, neg, ngroup=ngroup, seed=seed)
     neg2 = neg.clone()
@@ -284,6 +292,36 @@ def test_remainder_labels_are_dropped():
     neg3[:, kept] = 1.0
     assert torch.all(neglabel_score(pos, neg3, ngroup=ngroup, seed=seed)
                      < base)
+
+
+def published_grouping(pos, neg, perm, ngroup, tau):
+    """NegLabel's ScalableClassifier.grouping restated in numpy on cosine
+    similarities: drop the last K % ngroup columns, permute the rest by
+    ``perm``, reshape to (B, ngroup, -1), then per group the softmax mass
+    of the ID columns over [pos, group] / tau, averaged over the groups."""
+    pos, neg = pos.double().numpy(), neg.double().numpy()
+    drop = neg.shape[1] % ngroup
+    if drop:
+        neg = neg[:, :-drop]
+    groups = neg[:, perm].reshape(pos.shape[0], ngroup, -1)
+    scores = []
+    for g in range(ngroup):
+        full = np.concatenate([pos, groups[:, g]], axis=1) / tau
+        full = np.exp(full - full.max(axis=1, keepdims=True))
+        full /= full.sum(axis=1, keepdims=True)
+        scores.append(full[:, :pos.shape[1]].sum(axis=1))
+    return np.mean(scores, axis=0)
+
+
+@pytest.mark.parametrize('k,ngroup', [(103, 10), (57, 4), (40, 8)])
+def test_grouped_score_equals_the_published_grouping(k, ngroup):
+    pos, neg = sims(6, 15, 12), sims(6, k, 13)
+    idx = neglabel_group_indices(k, ngroup, seed=0)
+    perm = idx.flatten().numpy()  # the permutation of the kept K' labels
+    out = neglabel_score(pos.double(), neg.double(), ngroup=ngroup, seed=0)
+    np.testing.assert_allclose(
+        out.numpy(), published_grouping(pos, neg, perm, ngroup, 0.01),
+        rtol=1e-12)
 
 
 def test_precomputed_group_indices():

@@ -1,5 +1,6 @@
 """Tests of NegLabelScorer (mining through the classifier, cache, label
 files) and of the NegLabel/MCM configs' models."""
+import os
 import os.path as osp
 from pathlib import Path
 
@@ -47,10 +48,29 @@ def txt_dir(tmp_path):
         '\n'.join(f'  {w} ' for w in artifact) + '\n' + act[3] + '\n')
     (root / 'noun.Tops.txt').write_text('\n'.join(tops + [artifact[0]]))
     (root / 'adj.all.txt').write_text('\n'.join(adj) + '\n\n')
-    return dict(
-        dir=root,
-        nouns=act + artifact + tops,  # de-duplicated, in file order
-        adjs=adj)
+    # read in sorted file order (adj.all, noun.Tops, noun.act,
+    # noun.artifact) with one seen-set: the adjectives keep the words they
+    # share with noun.act, noun.Tops keeps artifact[0]
+    return dict(dir=root, nouns=tops + artifact, adjs=adj)
+
+
+def published_loader(txt_dir):
+    """NegLabel's CLIPScalableClassifier loader restated: every
+    ``noun.*`` / ``adj.*`` file of the directory in (here: sorted) listing
+    order, one dict of seen stripped lines across all files."""
+    nouns, adjs, seen = [], [], {}
+    for name in sorted(os.listdir(txt_dir)):
+        kind = name.split('.')[0]
+        if kind not in ('noun', 'adj'):
+            continue
+        with open(os.path.join(txt_dir, name)) as f:
+            for line in f.readlines():
+                word = line.strip()
+                if word in seen:
+                    continue
+                seen[word] = None
+                (nouns if kind == 'noun' else adjs).append(word)
+    return nouns, adjs
 
 
 def make_classifier(txt_dir, cache_dir, seed=0, classnames=CLASSNAMES,
@@ -111,6 +131,32 @@ def test_read_candidates(txt_dir):
     nouns, adjs = nls.read_candidates(txt_dir['dir'], LEXNAMES)
     assert nouns == txt_dir['nouns']
     assert adjs == txt_dir['adjs']
+    assert not set(nouns) & set(adjs)
+    # the order of `lexnames` does not matter: files are read sorted
+    assert nls.read_candidates(txt_dir['dir'], LEXNAMES[::-1]) == (nouns,
+                                                                   adjs)
+
+
+def test_read_candidates_equals_the_published_loader(txt_dir):
+    (txt_dir['dir'] / 'README.md').write_text('not a candidate file\n')
+    ref_nouns, ref_adjs = published_loader(txt_dir['dir'])
+    # the published loader keeps a blank line as the word ''; we skip it
+    assert '' in ref_nouns + ref_adjs
+    ref_nouns = [w for w in ref_nouns if w]
+    ref_adjs = [w for w in ref_adjs if w]
+    assert nls.read_candidates(txt_dir['dir'],
+                               LEXNAMES) == (ref_nouns, ref_adjs)
+
+
+def test_shipped_candidates_are_read_with_one_seen_set():
+    """The shipped txtfiles: one seen-set across all 27 files in sorted
+    order, so no word is both a noun and an adjective candidate, and the
+    pools are the published loader's."""
+    nouns, adjs = nls.read_candidates(nls.default_txt_dir(),
+                                      nls.DEFAULT_LEXNAMES)
+    assert (nouns, adjs) == published_loader(nls.default_txt_dir())
+    assert not set(nouns) & set(adjs)
+    assert len(set(nouns)) == len(nouns) and len(set(adjs)) == len(adjs)
 
 
 def test_mined_set_matches_direct_mining(txt_dir, tmp_path):
@@ -120,7 +166,7 @@ def test_mined_set_matches_direct_mining(txt_dir, tmp_path):
     scorer.prepare(clf)
     labels, kinds, embeds = direct_mining(clf, txt_dir['nouns'],
                                           txt_dir['adjs'])
-    assert len(labels) == int(99 * 0.15) + int(40 * 0.15)
+    assert len(labels) == int(59 * 0.15) + int(40 * 0.15)
     assert scorer.neg_labels == labels
     assert scorer.neg_kinds == kinds
     torch.testing.assert_close(scorer.neg_embeds, embeds, rtol=0, atol=1e-5)
@@ -376,6 +422,97 @@ def test_read_label_file_formats(tmp_path):
         nls.read_label_file(tmp_path / 'empty.txt')
 
 
+def write_cma_prompt_array(path, adjs, nouns):
+    """A small stand-in for CMA's neg_label_10000.npy: "This is a X photo"
+    prompts, then "The nice X" prompts, as a numpy array of str."""
+    import numpy as np
+    prompts = [f'This is a {w} photo' for w in adjs] + \
+        [f'The nice {w}' for w in nouns]
+    np.save(path, np.array(prompts))
+    return prompts
+
+
+def cma_inference_scores(clf, images, prompts):
+    """CMA's inference.py restated: normalised image / ID-prompt / negative
+    prompt features, softmax(cat([cos_id, cos_neg]) / 0.01) summed over the
+    ID columns (one softmax), and MCM = max softmax(cos_id) (T = 1)."""
+    img = F.normalize(clf.encode_image(images).float(), dim=-1).double()
+    id_txt = F.normalize(clf.clip.encode_text(
+        tokenize([f'The nice {c}' for c in clf.classnames],
+                 clf.context_length)).float(),
+        dim=-1).double()
+    neg_txt = F.normalize(clf.clip.encode_text(
+        tokenize(prompts, clf.context_length)).float(), dim=-1).double()
+    cos_id, cos_neg = img @ id_txt.T, img @ neg_txt.T
+    full = torch.cat([cos_id, cos_neg], dim=1) / 0.01
+    neglabel = full.softmax(dim=1)[:, :cos_id.shape[1]].sum(dim=1)
+    mcm = cos_id.softmax(dim=1).max(dim=1).values
+    return neglabel, mcm
+
+
+def test_cma_fixed_prompt_array_is_cmas_inference(tmp_path):
+    """NegLabelScorer(neg_labels_file=<.npy>, ngroup=1) + MCMScorer() on
+    'The nice {}' ID prompts give exactly CMA's inference.py scores."""
+    npy = tmp_path / 'neg_label_10000.npy'
+    prompts = write_cma_prompt_array(npy, words(0, 7), words(30, 13))
+    torch.manual_seed(0)
+    clf = MultiModalClassifier(
+        arch='tiny-vit-32px', pretrained=None, classnames=CLASSNAMES,
+        test_template='The nice {}',
+        ood_scorers=[
+            dict(type='NegLabelScorer', neg_labels_file=str(npy),
+                 temperature=0.01, ngroup=1, cache_dir=False),
+            dict(type='MCMScorer')]).eval()
+    images = torch.randn(6, 3, 32, 32)
+    samples = clf.predict(images)
+    scorer = clf.ood_scorers[0]
+    assert scorer.neg_labels == prompts and set(scorer.neg_kinds) == {'p'}
+    neglabel, mcm = cma_inference_scores(clf, images, prompts)
+    got = torch.tensor([[s.ood_scores['NegLabel'], s.ood_scores['MCM']]
+                        for s in samples], dtype=torch.float64)
+    torch.testing.assert_close(got[:, 0], neglabel, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got[:, 1], mcm, rtol=1e-5, atol=1e-7)
+    # prompts are encoded verbatim: no template around them
+    direct = clf.encode_prompts(tokenize(prompts, clf.context_length))
+    torch.testing.assert_close(scorer.neg_embeds, direct, rtol=0, atol=1e-6)
+
+
+def test_prompt_array_dump_round_trip(tmp_path):
+    npy = tmp_path / 'neg.npy'
+    prompts = write_cma_prompt_array(npy, ['red'], ['cat'])
+    labels, kinds = nls.read_label_file(npy)
+    assert (labels, kinds) == (prompts, ['p', 'p'])
+    dump = tmp_path / 'dump.txt'
+    nls.write_label_file(dump, labels, kinds)
+    assert nls.read_label_file(dump) == (labels, kinds)
+
+
+@pytest.mark.parametrize('array,why', [
+    ('2d', 'shape'), ('int', 'dtype'), ('empty', 'shape'),
+    ('object', 'not a numpy .npy array'), ('blank', 'empty prompt'),
+    ('garbage', 'not a numpy .npy array')])
+def test_prompt_array_errors_name_the_file(tmp_path, array, why):
+    import numpy as np
+    path = tmp_path / f'{array}.npy'
+    if array == '2d':
+        np.save(path, np.array([['a', 'b'], ['c', 'd']]))
+    elif array == 'int':
+        np.save(path, np.arange(3))
+    elif array == 'empty':
+        np.save(path, np.array([], dtype='<U5'))
+    elif array == 'object':
+        np.save(path, np.array(['a', None], dtype=object), allow_pickle=True)
+    elif array == 'blank':
+        np.save(path, np.array(['This is a red photo', '  ']))
+    else:
+        path.write_text('hello\n')
+    with pytest.raises(ValueError, match=why) as err:
+        nls.read_label_file(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(FileNotFoundError, match='missing.npy'):
+        nls.read_label_file(tmp_path / 'missing.npy')
+
+
 # --------------------------------------------------------------- errors
 def test_missing_candidate_file(txt_dir, tmp_path):
     clf = make_classifier(
@@ -389,7 +526,7 @@ def test_missing_candidate_file(txt_dir, tmp_path):
 
 def test_ngroup_too_large(txt_dir, tmp_path):
     clf = make_classifier(txt_dir['dir'], False, ngroup=100)
-    with pytest.raises(ValueError, match=r'ngroup=100 exceeds .* \(20\)'):
+    with pytest.raises(ValueError, match=r'ngroup=100 exceeds .* \(14\)'):
         clf.ood_scorers[0].prepare(clf)
 
 
@@ -412,15 +549,37 @@ def test_default_txt_dir():
 
 
 # -------------------------------------------------------------- configs
+#: re-mining NegLabel configs: (path, resize interpolation, metric protocol)
 NEGLABEL_CONFIGS = [
-    'configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py',
-    'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py',
-    'configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-openood.py',
+    # NegLabel's ood_dataset.py: torchvision Resize(224) bilinear
+    ('configs/neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py', 'bilinear',
+     'mos'),
+    # CMA fine-tuned models keep CLIP's bicubic preprocessing of training
+    ('configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py', 'bicubic',
+     'mos'),
+    ('configs/cma/cma-neglabel_clip-vit-b16_4xb128_in1k-openood.py',
+     'bicubic', 'openood'),
 ]
 
 
-@pytest.mark.parametrize('path', NEGLABEL_CONFIGS)
-def test_neglabel_config_models(path):
+def ood_pipeline(cfg):
+    """The (shared) test pipeline of an OoD config's benchmark."""
+    dataset = cfg.test_dataloader.dataset
+    assert dataset.type == 'OoDConcatDataset'
+    for member in (dataset.id_dataset, *dataset.ood_datasets.values()):
+        assert 'pipeline' not in member  # one pipeline for every set
+    return dataset.pipeline
+
+
+def check_resize(cfg, interpolation):
+    load, resize, crop, pack = ood_pipeline(cfg)
+    assert resize == dict(type='ResizeEdge', scale=224, edge='short',
+                          backend='pillow', interpolation=interpolation)
+    assert crop == dict(type='CenterCrop', crop_size=224)
+
+
+@pytest.mark.parametrize('path,interpolation,protocol', NEGLABEL_CONFIGS)
+def test_neglabel_config_models(path, interpolation, protocol):
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(str(REPO / path))
     model_cfg = cfg.model
@@ -429,7 +588,7 @@ def test_neglabel_config_models(path):
     assert model_cfg.test_template == 'the nice {}'
     neg, mcm = model_cfg.ood_scorers
     assert neg.type == 'NegLabelScorer' and mcm.type == 'MCMScorer'
-    assert mcm.temperature == 0.01
+    assert mcm.temperature == 1.0  # MCM's published T = 1 on the cosine
     model_cfg.pretrained = None
     if 'cma/' in path:  # CMA fine-tuning settings are inherited
         assert model_cfg.loss == dict(type='CMALoss', lam=0.001)
@@ -447,16 +606,36 @@ def test_neglabel_config_models(path):
     assert scorer.txt_dir is None and scorer.cache_dir is None
     assert [s.name for s in model.ood_scorers] == ['NegLabel', 'MCM']
     assert model.num_classes == 1000
-    assert cfg.test_evaluator == dict(type='OoDMetric')
+    expected_metric = dict(type='OoDMetric')
+    if protocol != 'mos':
+        expected_metric['protocol'] = protocol
+    assert cfg.test_evaluator == expected_metric
     # the OoD test set replaced (not merged into) any inherited one
     dataset = cfg.test_dataloader.dataset
-    assert dataset.type == 'OoDConcatDataset'
     assert set(dataset) <= {'type', 'id_dataset', 'ood_datasets',
-                            'ood_groups'}
+                            'ood_groups', 'pipeline'}
     assert dataset.id_dataset.type == 'ImageNet'
     assert dataset.id_dataset.split == 'val'
+    check_resize(cfg, interpolation)
     assert cfg.test_dataloader.batch_size == 256
     assert 'test_cfg' in cfg
+
+
+def test_cma_fixed_negatives_config_is_cmas_inference():
+    """CMA's inference.py: the fixed neg_label_10000.npy encoded verbatim,
+    one softmax over [ID, negatives] / 0.01 (no groups), MCM at T = 1,
+    ID prompts "The nice {c}", bicubic preprocessing, 'cma' metrics."""
+    cfg = Config.fromfile(str(
+        REPO / 'configs/cma/cma-neglabel-fixed_clip-vit-b16_4xb128_in1k-mos.py'))
+    neg, mcm = cfg.model.ood_scorers
+    assert neg == dict(type='NegLabelScorer',
+                       neg_labels_file='data/neglabel/neg_label_10000.npy',
+                       temperature=0.01, ngroup=1)
+    assert mcm == dict(type='MCMScorer', temperature=1.0)
+    assert cfg.model.test_template.lower() == 'the nice {}'
+    assert cfg.test_evaluator == dict(type='OoDMetric', protocol='cma')
+    check_resize(cfg, 'bicubic')
+    assert cfg.model.loss == dict(type='CMALoss', lam=0.001)
 
 
 def test_mcm_config_model():
@@ -467,5 +646,8 @@ def test_mcm_config_model():
     cfg.model.arch = 'tiny-vit-32px'
     model = MODELS.build(cfg.model)
     assert [s.name for s in model.ood_scorers] == ['MCM']
-    assert model.ood_scorers[0].temperature == 0.01
-    assert model.test_template == 'the nice {}'
+    # MCM's eval_ood_detection.py: T = 1, "a photo of a {}", bilinear
+    assert model.ood_scorers[0].temperature == 1.0
+    assert model.test_template == 'a photo of a {}'
+    check_resize(cfg, 'bilinear')
+    assert cfg.test_evaluator == dict(type='OoDMetric')

@@ -150,10 +150,14 @@ def neglabel_group_indices(num_neg: int, ngroup: int = 1,
     """Fixed split of ``num_neg`` negative labels into ``ngroup`` groups.
 
     ``ngroup == 1``: a single group holding all labels in their given order
-    (no shuffle). ``ngroup > 1``: the labels are permuted once by
-    ``torch.randperm`` with a CPU ``torch.Generator`` seeded by ``seed``
-    (deterministic), the last ``num_neg % ngroup`` permuted labels are
-    dropped, and the rest is cut row-wise into equal groups.
+    (no shuffle). ``ngroup > 1``, as NegLabel's ``ScalableClassifier.
+    grouping``: the **last** ``num_neg % ngroup`` labels of the given order
+    are dropped first (in the mined order: the most ID-like adjectives),
+    the remaining ``K' = ngroup * (num_neg // ngroup)`` are permuted once
+    by ``torch.randperm(K')`` with a CPU ``torch.Generator`` seeded by
+    ``seed`` (deterministic; the published code draws a CUDA ``randperm``
+    after ``torch.manual_seed(seed)``, whose stream differs), and the
+    permutation is cut row-wise into ``ngroup`` equal groups.
 
     Args:
         num_neg: number of negative labels K >= 1.
@@ -162,7 +166,7 @@ def neglabel_group_indices(num_neg: int, ngroup: int = 1,
 
     Returns:
         (ngroup, K // ngroup) int64 CPU tensor of column indices into the
-        negative labels; each label appears at most once.
+        negative labels, all ``< K'``; each label appears at most once.
     """
     if isinstance(num_neg, bool) or not isinstance(num_neg, int) \
             or num_neg < 1:
@@ -175,11 +179,11 @@ def neglabel_group_indices(num_neg: int, ngroup: int = 1,
             'groups (need num_neg >= ngroup)')
     if ngroup == 1:
         return torch.arange(num_neg, dtype=torch.long).view(1, num_neg)
+    per_group = num_neg // ngroup
     gen = torch.Generator(device='cpu')
     gen.manual_seed(seed)
-    perm = torch.randperm(num_neg, generator=gen, dtype=torch.long)
-    per_group = num_neg // ngroup
-    return perm[:ngroup * per_group].view(ngroup, per_group)
+    perm = torch.randperm(ngroup * per_group, generator=gen, dtype=torch.long)
+    return perm.view(ngroup, per_group)
 
 
 def neglabel_score(pos_sim: Tensor,

@@ -42,7 +42,9 @@ CACHE_ENV_VAR = 'CMA_OOD_CACHE'
 #: top-level CLIP modules/parameters that make up the text tower
 TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
                    'ln_final', 'text_projection')
-NOUN, ADJ = 'n', 'a'
+#: label kinds: a noun (``noun_template``), an adjective (``adj_template``)
+#: or a full prompt encoded verbatim (CMA's ``neg_label_10000.npy``)
+NOUN, ADJ, PROMPT = 'n', 'a', 'p'
 
 
 def default_txt_dir() -> Path:
@@ -82,16 +84,31 @@ def lexname_kind(lexname: str) -> str:
                      f'got {lexname!r}')
 
 
+def candidate_file_order(lexnames: Sequence[str]) -> List[str]:
+    """The order in which candidate files are read: sorted by name.
+
+    NegLabel's loader read ``os.listdir(txt_dir)``, whose order depends on
+    the file system; sorting is the documented deterministic choice. It
+    puts the ``adj.*`` files before the ``noun.*`` files (and
+    ``noun.Tops`` first among the nouns: upper case sorts first).
+    """
+    return sorted(lexnames)
+
+
 def read_candidates(txt_dir: Union[str, Path],
                     lexnames: Sequence[str]) -> Tuple[List[str], List[str]]:
     """Read the noun and adjective candidates of ``lexnames``.
 
-    Each ``<txt_dir>/<lexname>.txt`` holds one label per line. Blank lines
-    are skipped and surrounding whitespace stripped. Nouns (``noun.*``
-    files) and adjectives (``adj.*`` files) form separate pools, each
-    de-duplicated across its files keeping the first occurrence in the
-    order of ``lexnames``; a word may be in both pools (its prompts
-    differ).
+    As NegLabel's ``CLIPScalableClassifier`` loader: the files are read in
+    one order (:func:`candidate_file_order`, sorted by name) with **one**
+    seen-set across all of them, so a word is kept once, in the first file
+    that lists it, whether that is a noun or an adjective file. Each
+    ``<txt_dir>/<lexname>.txt`` holds one label per line; blank lines are
+    skipped and surrounding whitespace stripped.
+
+    Returns:
+        ``(nouns, adjectives)``: the words of the ``noun.*`` and ``adj.*``
+        files in reading order, disjoint.
 
     Raises:
         FileNotFoundError: naming every missing file.
@@ -102,37 +119,82 @@ def read_candidates(txt_dir: Union[str, Path],
             f'NegLabel candidate directory (txt_dir) not found: {txt_dir}; '
             'build it with tools/build_wordnet_txtfiles.py or pass '
             'txt_dir=...')
-    kinds = [lexname_kind(name) for name in lexnames]
-    paths = [txt_dir / f'{name}.txt' for name in lexnames]
+    order = candidate_file_order(lexnames)
+    kinds = [lexname_kind(name) for name in order]
+    paths = [txt_dir / f'{name}.txt' for name in order]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             'NegLabel candidate file(s) not found: ' + ', '.join(missing))
-    pools: Dict[str, Dict[str, None]] = {NOUN: {}, ADJ: {}}
+    seen = set()
+    pools: Dict[str, List[str]] = {NOUN: [], ADJ: []}
     for kind, path in zip(kinds, paths):
-        pool = pools[kind]
         for line in path.read_text(encoding='utf-8').splitlines():
             label = line.strip()
-            if label:
-                pool.setdefault(label, None)
-    return list(pools[NOUN]), list(pools[ADJ])
+            if label and label not in seen:
+                seen.add(label)
+                pools[kind].append(label)
+    return pools[NOUN], pools[ADJ]
+
+
+def read_prompt_array(path: Union[str, Path]) -> List[str]:
+    """Read a numpy ``.npy`` array of full prompt strings, such as CMA's
+    ``Neglabel/neg_label_10000.npy`` (10,000 prompts, "This is a X photo"
+    then "The nice X"), loaded without pickle.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file, unless it holds a non-empty 1-D array
+            of non-empty strings (numpy ``str`` or UTF-8 ``bytes``).
+    """
+    import numpy as np
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'NegLabel prompt array not found: {path}')
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(
+            f'NegLabel: {path} is not a numpy .npy array of strings '
+            f'({type(err).__name__}: {err})') from err
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.size == 0 \
+            or arr.dtype.kind not in 'US':
+        what = (f'an array of dtype {arr.dtype} and shape {arr.shape}'
+                if isinstance(arr, np.ndarray) else type(arr).__name__)
+        raise ValueError(
+            f'NegLabel: {path} holds {what}; expected a non-empty 1-D array '
+            'of prompt strings (e.g. CMA\'s neg_label_10000.npy)')
+    prompts = [
+        v.decode('utf-8') if isinstance(v, bytes) else str(v)
+        for v in arr.tolist()
+    ]
+    empty = [i for i, v in enumerate(prompts) if not v.strip()]
+    if empty:
+        raise ValueError(f'NegLabel: {path} holds {len(empty)} empty '
+                         f'prompt(s), e.g. at index {empty[0]}')
+    return prompts
 
 
 def read_label_file(path: Union[str, Path]) -> Tuple[List[str], List[str]]:
     """Read a negative-label file: ``(labels, kinds)``.
 
-    One label per line: ``n<TAB>label`` (a noun, prompted with the noun
-    template), ``a<TAB>label`` (an adjective) or a plain ``label`` (a
-    noun). Blank lines are skipped. This is the format ``dump_labels``
-    writes.
+    A ``.npy`` file is an array of full prompts (:func:`read_prompt_array`),
+    each of kind ``'p'`` (encoded verbatim). Any other file is text, one
+    label per line: ``n<TAB>label`` (a noun, prompted with the noun
+    template), ``a<TAB>label`` (an adjective), ``p<TAB>prompt`` (a full
+    prompt) or a plain ``label`` (a noun). Blank lines are skipped. This is
+    the format ``dump_labels`` writes.
     """
     path = Path(path)
+    if path.suffix == '.npy':
+        prompts = read_prompt_array(path)
+        return prompts, [PROMPT] * len(prompts)
     if not path.is_file():
         raise FileNotFoundError(f'NegLabel label file not found: {path}')
     labels, kinds = [], []
     for line in path.read_text(encoding='utf-8').splitlines():
         tag, sep, rest = line.partition('\t')
-        if sep and tag in (NOUN, ADJ):
+        if sep and tag in (NOUN, ADJ, PROMPT):
             kind, label = tag, rest.strip()
         else:
             kind, label = NOUN, line.strip()
@@ -205,9 +267,14 @@ class NegLabelScorer(BaseOoDScorer):
         neg_labels_file (str, optional): use the negative labels of this
             file (see :func:`read_label_file`; e.g. one written by
             ``dump_labels``) instead of mining them. Their order is kept,
-            so the group split matches the run that dumped them.
+            so the group split matches the run that dumped them. A
+            ``.npy`` array of prompt strings (CMA's
+            ``neg_label_10000.npy``) is encoded verbatim, prompt by prompt,
+            by the classifier's text tower: CMA's evaluation protocol
+            (with ``ngroup=1``: one softmax over all of them).
         dump_labels (str, optional): write the negative labels in use to
-            this file, one ``n|a<TAB>label`` per line (main process only).
+            this file, one ``n|a|p<TAB>label`` per line (main process
+            only).
         batch_size (int): prompts tokenised and encoded per step.
         show_progress (bool): progress bar while encoding (main process).
         name (str, optional): results key; ``'NegLabel'`` by default.
@@ -296,9 +363,9 @@ class NegLabelScorer(BaseOoDScorer):
     def prompts(self, labels: Sequence[str],
                 kinds: Sequence[str]) -> List[str]:
         """The prompt of each label for its kind (noun/adjective)."""
-        return [(self.noun_template if k == NOUN else
-                 self.adj_template).format(lab)
-                for lab, k in zip(labels, kinds)]
+        templates = {NOUN: self.noun_template, ADJ: self.adj_template,
+                     PROMPT: '{}'}
+        return [templates[k].format(lab) for lab, k in zip(labels, kinds)]
 
     def cache_key(self, classifier: nn.Module, nouns: Sequence[str],
                   adjs: Sequence[str]) -> str:

@@ -31,4 +31,5 @@ test_dataloader = dict(
     pin_memory=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset={{_base_.ood_test_dataset}})
-test_evaluator = dict(_delete_=True, type='OoDMetric')
+# OpenOOD v1.5's metric convention (OoD positive), as the base's evaluator
+test_evaluator = dict(_delete_=True, type='OoDMetric', protocol='openood')
