@@ -94,3 +94,27 @@ def test_long_prompt_is_an_error_not_a_truncation():
     from cma_ood.models.clip_builder import tokenize
     with pytest.raises(ValueError, match='longer than the context length 8'):
         tokenize(['a photo of a very very long class name here'], 8)
+
+
+def test_openai_offline_says_which_file_to_fetch_and_where(monkeypatch,
+                                                           tmp_path):
+    """No internet: clip's download fails inside urllib; the error names
+    the URL, the file clip.load looks for and the config keys to use."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('[Errno -3] Temporary failure in name '
+                                    'resolution')
+
+    monkeypatch.setattr(urllib.request, 'urlopen', offline)
+    with pytest.raises(OSError) as err:
+        build_clip('ViT-B/16', 'openai', download_root=str(tmp_path))
+    msg = str(err.value)
+    url = clip.clip._MODELS['ViT-B/16']
+    assert url in msg
+    assert str(tmp_path / 'ViT-B-16.pt') in msg
+    assert 'model.download_root' in msg
+    assert 'model.pretrained=/path/to/ViT-B-16.pt' in msg
+    assert 'name resolution' in msg and '\n' not in msg
+    assert isinstance(err.value.__cause__, urllib.error.URLError)

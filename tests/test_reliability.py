@@ -583,3 +583,41 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
             "1 shape mismatch(es) (key, checkpoint, model): ("
             "'clip.token_embedding.weight', (1, 64), (49408, 64))")):
         Runner.from_cfg(small_cfg(tmp_path / 'w', load_from=str(ckpt))).test()
+
+
+# ------------------------------------------------ not a checkpoint at all
+def test_files_that_are_not_checkpoints_are_named_in_one_line(tmp_path):
+    from cma_ood.utils.checkpoint import CheckpointFileError
+    text = tmp_path / 'x.pth'
+    text.write_text('hello\n')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    good = tmp_path / 'good.pth'
+    torch.save(dict(state_dict={'w': torch.zeros(4096)}), good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    cases = [(text, "is not a PyTorch checkpoint: it starts with b'hello"),
+             (empty, 'is empty (0 bytes)'), (truncated, 'is truncated')]
+    for path, what in cases:
+        with pytest.raises(CheckpointFileError) as err:
+            safe_torch_load(str(path))
+        msg = str(err.value)
+        assert msg.startswith(f'{path} {what}') and '\n' not in msg
+    assert safe_torch_load(str(good))['state_dict']['w'].shape == (4096, )
+    # a complete checkpoint whose content is refused keeps that error
+    torch.save(dict(f=print), tmp_path / 'code.pth')
+    import pickle
+    with pytest.raises(pickle.UnpicklingError, match='allow-list'):
+        safe_torch_load(str(tmp_path / 'code.pth'))
+
+
+def test_tools_test_names_a_text_file_given_as_checkpoint(tmp_path):
+    bad = tmp_path / 'x.pth'
+    bad.write_text('hello\n')
+    proc = run_tool('tools/test.py', DEMO_CONFIG, str(bad), '--work-dir',
+                    str(tmp_path / 'work'), check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.endswith(f"CheckpointFileError: {bad} is not a PyTorch "
+                    "checkpoint: it starts with b'hello\\n', where "
+                    'torch.save writes a zip archive (or a pickle)')

@@ -160,6 +160,34 @@ def load_clip_weights(model: CLIP, state_dict: Dict[str, torch.Tensor],
     model.load_state_dict(state_dict, strict=True)
 
 
+def openai_weights_file(arch: str,
+                        download_root: Optional[str] = None) -> tuple:
+    """``(url, local path)`` of OpenAI's weights for ``arch``: where
+    ``clip.load`` downloads them from and where it looks for them
+    (``download_root``, default ``~/.cache/clip``)."""
+    url = getattr(clip.clip, '_MODELS', {}).get(arch, '')
+    root = osp.expanduser(download_root or osp.join('~', '.cache', 'clip'))
+    return url, osp.join(root, osp.basename(url) if url else '')
+
+
+def _load_openai(arch: str, download_root: Optional[str]):
+    """``clip.load`` on the CPU, with a download failure explained: which
+    file to fetch, and where to put it or how to point the config at it."""
+    try:
+        return clip.load(
+            arch, device='cpu', jit=False, download_root=download_root)
+    except (OSError, RuntimeError, ValueError) as err:
+        # urllib's URLError and socket errors are OSErrors; clip raises
+        # RuntimeError on a checksum mismatch of a partial download
+        url, path = openai_weights_file(arch, download_root)
+        raise OSError(
+            f'Cannot get OpenAI\'s {arch} weights ({type(err).__name__}: '
+            f'{err}). Without internet, download {url} on another machine '
+            f'and put it at {path} (or in the folder given by '
+            f'model.download_root), or pass '
+            f'model.pretrained=/path/to/{osp.basename(path)}') from err
+
+
 def build_clip(arch: str = 'ViT-B/16',
                pretrained: Optional[str] = None,
                download_root: Optional[str] = None) -> CLIP:
@@ -180,8 +208,7 @@ def build_clip(arch: str = 'ViT-B/16',
         if arch not in clip.available_models():
             raise KeyError(f'OpenAI publishes no weights for {arch!r}; '
                            f'available: {clip.available_models()}')
-        source = clip.load(
-            arch, device='cpu', jit=False, download_root=download_root)
+        source = _load_openai(arch, download_root)
         state_dict = source.state_dict()
         name = f'OpenAI weights {arch}'
     else:

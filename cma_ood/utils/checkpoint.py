@@ -24,6 +24,7 @@ import argparse
 import os
 import os.path as osp
 import pickle
+import zipfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -107,12 +108,70 @@ def safe_globals() -> List[Any]:
     ]
 
 
+class CheckpointFileError(ValueError):
+    """A file that is not a (complete) PyTorch checkpoint."""
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+#: first bytes of a pickle (protocol 2-5): the legacy ``torch.save`` format
+_PICKLE_STARTS = tuple(b'\x80' + bytes([v]) for v in range(2, 6))
+
+
+def checkpoint_file_problem(filename: str) -> Optional[str]:
+    """Why ``filename`` is not a complete PyTorch checkpoint, or ``None``
+    when it looks like one (the structure only: a zip archive with its
+    end-of-archive record and a ``data.pkl``, or a legacy pickle).
+
+    The text completes "``<filename>`` ...", e.g. ``'is truncated: ...'``.
+    """
+    try:
+        size = os.path.getsize(filename)
+        with open(filename, 'rb') as f:
+            head = f.read(16)
+    except OSError as err:
+        return f'cannot be read ({type(err).__name__}: {err})'
+    if size == 0:
+        return 'is empty (0 bytes): not a PyTorch checkpoint'
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(filename):
+            return (f'is truncated: a PyTorch checkpoint (zip archive) of '
+                    f'{size} bytes without its end-of-archive record; was '
+                    'it still being written or copied? Use a complete copy')
+        try:
+            with zipfile.ZipFile(filename) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as err:
+            return f'is a damaged zip archive ({err})'
+        if not any(n.endswith('data.pkl') for n in names):
+            return ('is a zip archive but not a PyTorch checkpoint (it '
+                    'holds no data.pkl)')
+        return None
+    if head.startswith(_PICKLE_STARTS):
+        return None
+    return (f'is not a PyTorch checkpoint: it starts with {head!r}, where '
+            'torch.save writes a zip archive (or a pickle)')
+
+
 def safe_torch_load(filename: str, map_location: Any = None) -> Any:
     """``torch.load`` with ``weights_only=True`` and our allow-list.
 
-    Raises ``pickle.UnpicklingError`` naming the refused content and the
-    opt-in variable when the file holds anything outside the allow-list.
+    Raises:
+        CheckpointFileError: in one line naming the file, when it is not a
+            PyTorch checkpoint or is truncated
+            (:func:`checkpoint_file_problem`).
+        pickle.UnpicklingError: naming the refused content and the opt-in
+            flag when the file holds anything outside the allow-list.
     """
+    try:
+        return _torch_load(filename, map_location)
+    except Exception as err:
+        problem = checkpoint_file_problem(filename)
+        if problem is None:
+            raise
+        raise CheckpointFileError(f'{filename} {problem}') from err
+
+
+def _torch_load(filename: str, map_location: Any = None) -> Any:
     if os.environ.get(TRUST_ENV_VAR, '') == '1':
         print_log(
             f'{TRUST_ENV_VAR}=1: loading {filename} with full unpickling '
