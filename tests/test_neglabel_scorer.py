@@ -384,6 +384,70 @@ def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
             0].prepare(clf0)
 
 
+def test_validation_skips_neglabel_unless_opted_in(txt_dir, tmp_path,
+                                                  monkeypatch):
+    """val_step (validation during training) runs the cheap scorers only;
+    NegLabel is mined at test time, or at validation with
+    at_validation=True."""
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    data = dict(inputs=list(images), data_samples=None)
+    clf = make_classifier(txt_dir['dir'], False)
+    assert clf.ood_scorers[0].at_validation is False
+    assert clf.ood_scorers[1].at_validation is True
+    calls = count_encodes(monkeypatch, clf)
+    val = clf.val_step(data)
+    assert set(val[0].ood_scores) == {'MCM'}
+    assert calls == [len(CLASSNAMES)]  # the ID prompts only, no mining
+    test = clf.test_step(data)
+    assert set(test[0].ood_scores) == {'NegLabel', 'MCM'}
+    assert calls == [len(CLASSNAMES), 59 + 40]  # now the candidates too
+    torch.testing.assert_close(
+        torch.tensor([s.ood_scores['MCM'] for s in val]),
+        torch.tensor([s.ood_scores['MCM'] for s in test]))
+    opted = make_classifier(txt_dir['dir'], False, at_validation=True)
+    assert set(opted.val_step(data)[0].ood_scores) == {'NegLabel', 'MCM'}
+
+
+def test_cache_evicts_superseded_weights(txt_dir, tmp_path):
+    """A size-bounded cache: the entries of earlier weights (e.g. the
+    epochs of a training run) are evicted, least recently used first."""
+    cache = tmp_path / 'cache'
+    first = make_classifier(txt_dir['dir'], cache, seed=0)
+    first.ood_scorers[0].prepare(first)
+    one_entry = sum(p.stat().st_size for p in cache.glob('neglabel_*'))
+    tokens = sum(p.stat().st_size for p in cache.glob('tokens-*'))
+    bound = tokens + int(one_entry * 1.5)  # room for one mined entry
+    for seed in (1, 2):
+        clf = make_classifier(txt_dir['dir'], cache, seed=seed,
+                              cache_max_bytes=bound)
+        clf.ood_scorers[0].prepare(clf)
+        # only the entry of the current weights is left, next to the tokens
+        assert cache_files(cache) == [clf.ood_scorers[0].cache_file.name]
+        assert len(list(cache.glob('tokens-*'))) == 1
+    with pytest.raises(ValueError, match='cache_max_bytes'):
+        NegLabelScorer(cache_max_bytes=-1)
+
+
+def test_prune_cache_is_lru_and_keeps_the_new_file(tmp_path):
+    from cma_ood.utils.cache import mark_used, prune_cache
+    files = []
+    for i in range(4):
+        path = tmp_path / f'neglabel_{i}.pt'
+        path.write_bytes(b'x' * 100)
+        os.utime(path, (1000 + i, 1000 + i))
+        files.append(path)
+    (tmp_path / 'other.bin').write_bytes(b'y' * 1000)  # not matched
+    mark_used(files[0])  # read just now: the most recently used
+    deleted = prune_cache(tmp_path, ['neglabel_*.pt'], 250, keep=[files[1]])
+    assert deleted == [files[2], files[3]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'neglabel_0.pt', 'neglabel_1.pt', 'other.bin']
+    assert prune_cache(tmp_path, ['neglabel_*.pt'], 0,
+                       keep=[files[1]]) == [files[0]]
+    with pytest.raises(ValueError, match='max_bytes'):
+        prune_cache(tmp_path, ['*'], -1)
+
+
 # ---------------------------------------------------------- label files
 def test_dump_and_reload_labels(txt_dir, tmp_path):
     dump = tmp_path / 'out' / 'neg.txt'

@@ -160,7 +160,9 @@ class MultiModalClassifier(BaseModel):
         self._freeze()
         self.classnames: Optional[List[str]] = None
         self._class_embeds: Optional[torch.Tensor] = None
-        self._scorers_ready = False
+        # names of the scorers prepared for the current weights
+        self._prepared: set = set()
+        self._validating = False
         self.register_load_state_dict_post_hook(
             lambda module, keys: module.invalidate_cache())
         self.set_classnames(resolve_classnames(classnames))
@@ -204,7 +206,7 @@ class MultiModalClassifier(BaseModel):
     def invalidate_cache(self) -> None:
         """Forget the class embeddings and scorer state built from weights."""
         self._class_embeds = None
-        self._scorers_ready = False
+        self._prepared = set()
 
     def train(self, mode: bool = True) -> 'MultiModalClassifier':
         if mode:
@@ -329,20 +331,39 @@ class MultiModalClassifier(BaseModel):
         cos_sim = image_embeds @ self.class_embeddings().T
         return self.logit_scale() * cos_sim, cos_sim, image_embeds
 
+    def val_step(self, data) -> list:
+        """MMEngine's validation step: ``predict`` with the scorers whose
+        ``at_validation`` is True (NegLabel is off by default: it would mine
+        again after every training epoch)."""
+        self._validating = True
+        try:
+            return super().val_step(data)
+        finally:
+            self._validating = False
+
+    def active_scorers(self) -> List[nn.Module]:
+        """The scorers ``predict`` runs now: all of them, or during
+        ``val_step`` those with ``at_validation``."""
+        return [
+            s for s in self.ood_scorers
+            if not self._validating or s.at_validation
+        ]
+
     @torch.no_grad()
     def predict(self,
                 inputs: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None
                 ) -> List[DataSample]:
-        if not self._scorers_ready:
-            for scorer in self.ood_scorers:
+        scorers = self.active_scorers()
+        for scorer in scorers:
+            if scorer.name not in self._prepared:
                 scorer.prepare(self)
-            self._scorers_ready = True
+                self._prepared.add(scorer.name)
         logits, cos_sim, image_embeds = self._zero_shot_logits(inputs)
         scale = self.logit_scale()
         scores = {
             s.name: s(image_embeds, cos_sim, scale).float()
-            for s in self.ood_scorers
+            for s in scorers
         }
         probs = logits.float().softmax(dim=-1)
         # one device-to-host copy per batch and per-image views made by

@@ -27,6 +27,7 @@ from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
 from ..datasets.wordnet import DEFAULT_LEXNAMES
+from ..utils.cache import mark_used, prune_cache
 from ..utils.checkpoint import atomic_torch_save, atomic_write_text
 from .clip_builder import tokenize
 from .multimodal_classifier import check_template
@@ -45,6 +46,8 @@ TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
 #: label kinds: a noun (``noun_template``), an adjective (``adj_template``)
 #: or a full prompt encoded verbatim (CMA's ``neg_label_10000.npy``)
 NOUN, ADJ, PROMPT = 'n', 'a', 'p'
+#: files of the cache directory that count towards ``cache_max_bytes``
+CACHE_PATTERNS = ('neglabel_*.pt', 'tokens-*.pt')
 
 
 def default_txt_dir() -> Path:
@@ -277,6 +280,14 @@ class NegLabelScorer(BaseOoDScorer):
             only).
         batch_size (int): prompts tokenised and encoded per step.
         show_progress (bool): progress bar while encoding (main process).
+        cache_max_bytes (int): bound of the cache directory's NegLabel files
+            (mined negatives and token ids); after each write the least
+            recently used files are evicted until the rest fits (default
+            1 GiB, about 50 ViT-B/16 entries). Superseded weights (e.g. the
+            checkpoints of a training run) therefore never pile up.
+        at_validation (bool): also score during validation in training
+            (mining again after every training epoch); off by default, so
+            validation reports the cheap scores only.
         name (str, optional): results key; ``'NegLabel'`` by default.
     """
     default_name = 'NegLabel'
@@ -296,8 +307,10 @@ class NegLabelScorer(BaseOoDScorer):
                  dump_labels: Optional[str] = None,
                  batch_size: int = 1024,
                  show_progress: bool = True,
+                 cache_max_bytes: int = 2**30,
+                 at_validation: bool = False,
                  name: Optional[str] = None):
-        super().__init__(name)
+        super().__init__(name, at_validation=at_validation)
         self.txt_dir = txt_dir
         self.lexnames = tuple(lexnames)
         if not self.lexnames and neg_labels_file is None:
@@ -331,6 +344,11 @@ class NegLabelScorer(BaseOoDScorer):
         self.dump_labels = dump_labels
         self.batch_size = batch_size
         self.show_progress = show_progress
+        if isinstance(cache_max_bytes, bool) or not isinstance(
+                cache_max_bytes, int) or cache_max_bytes < 0:
+            raise ValueError('cache_max_bytes must be an int >= 0, got '
+                             f'{cache_max_bytes!r}')
+        self.cache_max_bytes = cache_max_bytes
         self.neg_labels: Optional[List[str]] = None
         self.neg_kinds: Optional[List[str]] = None
         self.cache_file: Optional[Path] = None
@@ -406,6 +424,7 @@ class NegLabelScorer(BaseOoDScorer):
                 tokens = torch.load(path, map_location='cpu',
                                     weights_only=True)
                 if tuple(tokens.shape) == (len(prompts), context_length):
+                    mark_used(path)
                     return tokens.long()
             except Exception as err:  # corrupt: tokenise again
                 print_log(f'NegLabel: ignoring unreadable {path}: {err!r}',
@@ -416,7 +435,15 @@ class NegLabelScorer(BaseOoDScorer):
         except OSError as err:
             print_log(f'NegLabel: could not write {path}: {err!r}',
                       logger='current', level=logging.WARNING)
+        else:
+            self._prune_cache(path)
         return tokens
+
+    def _prune_cache(self, written: Path) -> None:
+        """Evict least recently used cache files beyond
+        ``cache_max_bytes``, keeping ``written``."""
+        prune_cache(written.parent, CACHE_PATTERNS, self.cache_max_bytes,
+                    keep=[written])
 
     def encode(self, classifier: nn.Module,
                prompts: Sequence[str]) -> torch.Tensor:
@@ -488,6 +515,7 @@ class NegLabelScorer(BaseOoDScorer):
         print_log(
             f'NegLabel: loaded {len(data["labels"])} negative labels from '
             f'cache {path}', logger='current')
+        mark_used(path)
         return data
 
     def _save_cache(self, path: Path, key: str, result: dict) -> None:
@@ -506,6 +534,7 @@ class NegLabelScorer(BaseOoDScorer):
         print_log(
             f'NegLabel: cached {len(data["labels"])} negative labels in '
             f'{path}', logger='current')
+        self._prune_cache(path)
 
     def _load_or_mine(self, classifier, nouns, adjs, path: Optional[Path],
                       key: Optional[str]) -> dict:

@@ -21,12 +21,20 @@ class BaseOoDScorer(nn.Module):
     Args:
         name (str, optional): key in the results table; defaults to the
             class's ``default_name``.
+        at_validation (bool): also score during validation in training
+            (the classifier skips scorers with ``False`` in its
+            ``val_step``); cheap scores default to True.
     """
     default_name = 'score'
 
-    def __init__(self, name: Optional[str] = None):
+    def __init__(self, name: Optional[str] = None,
+                 at_validation: bool = True):
         super().__init__()
         self.name = name or self.default_name
+        if not isinstance(at_validation, bool):
+            raise TypeError(
+                f'at_validation must be a bool, got {at_validation!r}')
+        self.at_validation = at_validation
 
     def prepare(self, classifier: nn.Module) -> None:
         """Called by the classifier before the first scored batch."""
@@ -51,8 +59,11 @@ class MCMScorer(BaseOoDScorer):
     """
     default_name = 'MCM'
 
-    def __init__(self, temperature: float = 1.0, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self,
+                 temperature: float = 1.0,
+                 name: Optional[str] = None,
+                 at_validation: bool = True):
+        super().__init__(name, at_validation)
         self.temperature = temperature
 
     def forward(self, image_embeds, cos_sim, logit_scale):
@@ -82,8 +93,11 @@ class EnergyScorer(BaseOoDScorer):
     """Negative energy ``T * logsumexp(logits / T)`` of the logits."""
     default_name = 'Energy'
 
-    def __init__(self, temperature: float = 1.0, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self,
+                 temperature: float = 1.0,
+                 name: Optional[str] = None,
+                 at_validation: bool = True):
+        super().__init__(name, at_validation)
         self.temperature = temperature
 
     def forward(self, image_embeds, cos_sim, logit_scale):

@@ -6,8 +6,8 @@
 #       work_dirs/cma_clip-vit-b16_4xb128_in1k/epoch_10.pth
 #   bash tools/dist_test.sh CONFIG CHECKPOINT 4
 # The checkpoint replaces every weight: `--cfg-options model.pretrained=None`
-# skips loading OpenAI's weights first. Train with the CMA config itself; with
-# this one every validation would also mine (and cache) negative labels.
+# skips loading OpenAI's weights first. Validation during training runs the
+# cheap scores only (NegLabelScorer(at_validation=False), the default).
 _base_ = [
     './cma_clip-vit-b16_4xb128_in1k.py',
     '../_base_/datasets/imagenet_ood_mos.py',
