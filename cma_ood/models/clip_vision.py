@@ -13,7 +13,21 @@ over the image's patches, which is several times faster than cuDNN's
 convolution for this shape. Gradients flow to the
 same parameters; the result equals ``visual(images)`` up to
 floating-point rounding (``tests/test_clip_vision.py``).
+
+Pre-projection features (PLP's ``proj=None``): :func:`encode_image_features`
+returns either the embedding or the tower's output *before* its final
+projection, from the fast forward or from CLIP's own; :class:`FeatureTap`
+captures the latter during a classifier's forward, for scorers fitted on
+cached pre-projection features. For a ViT the pre-projection feature is
+``ln_post`` of the class token (``width``-d) and ``feature @ proj`` is the
+embedding. openai-clip's ``ModifiedResNet`` (like open_clip's) has no
+separate projection matrix -- the attention pool's ``c_proj`` is part of the
+pool and open_clip's ``proj = None`` leaves it in place -- so for ResNet
+towers the pre-projection feature *is* the embedding.
 """
+import weakref
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -49,17 +63,20 @@ def patch_embed(conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
                     conv.bias)
 
 
-def encode_image_vit(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def encode_image_vit(visual: nn.Module, images: torch.Tensor,
+                     project: bool = True) -> torch.Tensor:
     """``visual(images)`` for an openai-clip ``VisionTransformer``.
 
     Args:
         visual: the ``VisionTransformer`` (``clip_model.visual``).
         images: ``(B, 3, R, R)`` preprocessed images, ``R`` its
             ``input_resolution``.
+        project: apply the tower's projection ``proj``; ``False`` returns
+            the pre-projection features ``ln_post(class token)``.
 
     Returns:
         ``(B, output_dim)`` image embeddings (``(B, width)`` if the tower
-        has no projection).
+        has no projection or ``project`` is False).
     """
     # (B, grid ** 2, width)
     x = patch_embed(visual.conv1, images.type(visual.conv1.weight.dtype))
@@ -74,6 +91,118 @@ def encode_image_vit(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     x = x[:, :1] + self_attention(last.attn, last.ln_1(x), num_queries=1)
     x = x + last.mlp(last.ln_2(x))
     x = visual.ln_post(x[:, 0])
-    if visual.proj is not None:
+    if project and visual.proj is not None:
         x = x @ visual.proj
     return x
+
+
+# ---------------------------------------------------------------------------
+# pre-projection features
+#: the image features a feature file stores and the probes / feature-space
+#: scorers use: the tower's output before its projection, or the embedding
+IMAGE_FEATURES = ('pre_projection', 'embedding')
+
+
+def check_image_feature(feature, who: str = 'feature') -> str:
+    """Validate a feature kind (:data:`IMAGE_FEATURES`)."""
+    if feature not in IMAGE_FEATURES:
+        raise ValueError(f"{who}: feature must be 'pre_projection' or "
+                         f"'embedding', got {feature!r}")
+    return feature
+
+
+def projection_matrix(visual: nn.Module) -> Optional[torch.Tensor]:
+    """The tower's final projection ``(width, output_dim)``: a ViT's
+    ``proj``; ``None`` for ResNet towers (see the module doc) and for a ViT
+    without projection."""
+    if is_clip_vit(visual):
+        return visual.proj
+    return None
+
+
+def pre_projection_module(visual: nn.Module) -> nn.Module:
+    """The module whose output is the pre-projection feature: a ViT's
+    ``ln_post`` (called on the class token by CLIP's forward and by
+    :func:`encode_image_vit`), the whole tower for a ResNet."""
+    return visual.ln_post if is_clip_vit(visual) else visual
+
+
+def image_feature_dim(visual: nn.Module, feature: str) -> int:
+    """Dimension of ``feature`` (:data:`IMAGE_FEATURES`) of a tower."""
+    check_image_feature(feature, 'image_feature_dim')
+    proj = projection_matrix(visual)
+    if feature == 'pre_projection' and proj is not None:
+        return int(proj.shape[0])
+    return int(visual.output_dim)
+
+
+def encode_image_features(clip_model: nn.Module,
+                          images: torch.Tensor,
+                          feature: str = 'pre_projection',
+                          fast: bool = True) -> torch.Tensor:
+    """Image features ``(B, D)`` of preprocessed images, un-normalised.
+
+    Args:
+        clip_model: an openai-clip ``CLIP``.
+        images: ``(B, 3, R, R)``.
+        feature: ``'embedding'`` (``clip_model.encode_image``) or
+            ``'pre_projection'`` (see the module doc).
+        fast: run a ViT tower through :func:`encode_image_vit`; otherwise
+            (and always for ResNet towers) CLIP's own forward runs, and the
+            pre-projection feature is read off its ``ln_post`` call.
+    """
+    check_image_feature(feature, 'encode_image_features')
+    visual = clip_model.visual
+    vit = is_clip_vit(visual)
+    if fast and vit:
+        return encode_image_vit(visual, images,
+                                project=feature == 'embedding')
+    if feature == 'embedding' or not vit:
+        return clip_model.encode_image(images)
+    captured = []
+    handle = visual.ln_post.register_forward_hook(
+        lambda module, args, output: captured.append(output))
+    try:
+        clip_model.encode_image(images)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f'ln_post ran {len(captured)} times in one '
+                           'forward of the image tower; expected once')
+    return captured[0]
+
+
+class FeatureTap:
+    """Keeps the pre-projection features of the latest forward of an image
+    tower (a forward hook on :func:`pre_projection_module`).
+
+    Every forward replaces :attr:`value` (detached, ``(B, D)``) and
+    increments :attr:`step`. Use :func:`feature_tap` to share one tap per
+    tower. The tap holds no reference to the tower.
+    """
+
+    def __init__(self, visual: nn.Module):
+        self.value: Optional[torch.Tensor] = None
+        self.step = 0
+        self._handle = pre_projection_module(visual).register_forward_hook(
+            self._hook)
+
+    def _hook(self, module, args, output):
+        self.value = output.detach()
+        self.step += 1
+
+    def remove(self) -> None:
+        """Unregister the hook."""
+        self._handle.remove()
+
+
+_TAPS: 'weakref.WeakKeyDictionary[nn.Module, FeatureTap]' = \
+    weakref.WeakKeyDictionary()
+
+
+def feature_tap(visual: nn.Module) -> FeatureTap:
+    """The :class:`FeatureTap` of ``visual``, created on first use."""
+    tap = _TAPS.get(visual)
+    if tap is None:
+        tap = _TAPS[visual] = FeatureTap(visual)
+    return tap

@@ -1,23 +1,33 @@
 """Feature-space OoD scores and PLP's zero-shot pseudo-labels (pure torch).
 
-Functional core of the probing baselines (no module state, no I/O):
+Functional core of the probing baselines (no module state, no I/O), with
+the published PLP code (HHU-MMBS/plp-official-tmlr2024) as the reference:
 
 * :data:`PLP_TEMPLATES`, :func:`zero_shot_ensemble_weights` and
   :func:`pseudo_labels`: the targets of pseudo-label probing (PLP, TMLR
   2024), i.e. the argmax of CLIP's zero-shot classifier built from a prompt
-  ensemble.
+  ensemble (``eval/utils.py: clip_label_embeddings``,
+  ``linear_probing.py: clip_pseudo_probs``); :func:`first_synonyms` /
+  :func:`imagenet_first_synonyms`: its ImageNet class names
+  (``loaders/datasets.py: get_class_names``).
+* :func:`feature_stats` / :func:`normalize_features`: the per-dimension
+  z-scoring with the training set's mean and unbiased std that PLP applies
+  before the probe (``embed_norm=True``; ``gen_embeds.py: save_embeds``,
+  ``model_builders.py: load_embeds``), or row-wise L2 normalisation.
 * :func:`mahalanobis_fit` / :func:`mahalanobis_score`: class means and a
-  shared (tied) covariance of training embeddings (Lee et al., 2018), and
-  the relative Mahalanobis distance option (Ren et al., 2021).
-* :func:`knn_score`: cosine similarity to the k nearest training embeddings
-  (Sun et al., 2022), chunked over test *and* training rows so memory stays
-  bounded for 1.28M training x 100k test embeddings.
+  shared covariance -- by default the mean of the per-class unbiased
+  covariances, inverted (``eval/ood_scores.py: compute_maha_vals``) -- and
+  the relative Mahalanobis distance (Ren et al., 2021).
+* :func:`knn_score`: cosine similarity to the k nearest training features
+  (k = 1 by default, ``eval_args.py: --ood_knn_ks``), chunked over test
+  *and* training rows so memory stays bounded for 1.28M training x 100k
+  test features.
 
-Conventions: embeddings are rows, ``(N, D)``; labels are int64 class
+Conventions: features are rows, ``(N, D)``; labels are int64 class
 indices; every score is ``(B,)`` with **higher = more in-distribution**.
 Results are float32 unless stated otherwise.
 """
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +44,67 @@ PLP_TEMPLATES = (
     'a photo of the small {}.',
 )
 
+#: feature normalisations: z-score (train mean / unbiased std), row-wise
+#: L2, or none
+NORMALIZATIONS = ('zscore', 'l2', None)
+#: shared-covariance estimates of :func:`mahalanobis_fit`
+COVARIANCES = ('class_mean', 'pooled')
+#: how :func:`mahalanobis_fit` inverts the covariance
+INVERSES = ('inv', 'pinv')
+
 
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be a positive int, got {value!r}')
     return value
+
+
+def _check_choice(value, choices, name: str):
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {list(choices)}, got '
+                         f'{value!r}')
+    return value
+
+
+# ----------------------------------------------------------- class names
+def first_synonyms(categories: Sequence[str]) -> List[str]:
+    """The first synonym of each comma-separated entry.
+
+    PLP's ``get_class_names`` takes ``label.split(',')[0]`` of every line of
+    its ImageNet label list (no stripping: the first synonym never carries
+    surrounding spaces there or in mmpretrain's lists).
+    """
+    return [str(c).split(',')[0] for c in categories]
+
+
+def imagenet_first_synonyms() -> List[str]:
+    """PLP's 1000 ImageNet class names: the first synonym of every entry of
+    mmpretrain's ``IMAGENET_CATEGORIES`` (``'tench, Tinca tinca'`` ->
+    ``'tench'``), identical to ``split(',')[0]`` of the published
+    ``loaders/imagenet1000_clsidx_to_labels.txt``. 363 of them differ from
+    ``IMAGENET_SIMPLE_CATEGORIES`` (297 ignoring letter case)."""
+    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+    return first_synonyms(IMAGENET_CATEGORIES)
+
+
+#: class-name lists for the pseudo-labels, by name
+CLASSNAME_SETS = {'imagenet_first_synonym': imagenet_first_synonyms}
+
+
+def resolve_classname_set(
+        classnames: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
+    """``None``, a name of :data:`CLASSNAME_SETS` or a sequence -> list."""
+    if classnames is None:
+        return None
+    if isinstance(classnames, str):
+        if classnames not in CLASSNAME_SETS:
+            raise KeyError(f'unknown class-name set {classnames!r}; use one '
+                           f'of {list(CLASSNAME_SETS)} or pass a list')
+        return CLASSNAME_SETS[classnames]()
+    names = [str(c) for c in classnames]
+    if not names:
+        raise ValueError('classnames is empty')
+    return names
 
 
 # ------------------------------------------------------------------ PLP
@@ -87,40 +153,152 @@ def zero_shot_ensemble_weights(encode_fn: Callable[[Sequence[str]], Tensor],
 
 def pseudo_labels(feats: Tensor,
                   class_weights: Tensor,
-                  chunk_size: int = 65536) -> Tensor:
-    """PLP targets: ``argmax_c feats @ class_weights.T`` (zero-shot labels).
+                  chunk_size: int = 65536,
+                  projection: Optional[Tensor] = None) -> Tensor:
+    """PLP targets: ``argmax_c (feats @ projection) @ class_weights.T``.
+
+    The zero-shot prediction of every row. ``projection`` maps
+    pre-projection image features into the joint embedding space (a ViT
+    tower's ``proj``); ``None`` means ``feats`` are embeddings already. The
+    argmax does not depend on the length of a row, so the features need not
+    be normalised (PLP normalises the pre-projection features, projects
+    them and takes the argmax of the cosine logits; the result is the
+    same).
 
     Args:
-        feats: ``(N, D)`` L2-normalised image embeddings (any float dtype;
-            computed in float32).
-        class_weights: ``(C, D)`` zero-shot classifier, e.g. from
+        feats: ``(N, D)`` image features (any float dtype; float32
+            products).
+        class_weights: ``(C, E)`` zero-shot classifier, e.g. from
             :func:`zero_shot_ensemble_weights`.
         chunk_size: rows of ``feats`` per matrix product.
+        projection: ``(D, E)`` or ``None`` (then ``E == D``).
 
     Returns:
         int64 ``(N,)`` class indices, on ``feats``' device.
     """
     check_matrix(feats, 'feats')
-    check_matrix(class_weights, 'class_weights', feats.shape[1])
     _check_positive_int(chunk_size, 'chunk_size')
+    if projection is not None:
+        check_matrix(projection, 'projection', '(D, E)', dim=None)
+        if projection.shape[0] != feats.shape[1]:
+            raise ValueError(
+                f'projection maps {projection.shape[0]}-d features, feats '
+                f'are {feats.shape[1]}-d')
+        proj = projection.to(feats.device, torch.float32)
+        emb_dim = proj.shape[1]
+    else:
+        proj, emb_dim = None, feats.shape[1]
+    check_matrix(class_weights, 'class_weights', '(C, E)', dim=emb_dim)
     weights = class_weights.to(feats.device, torch.float32)
     out = torch.empty(feats.shape[0], dtype=torch.long, device=feats.device)
     for start in range(0, feats.shape[0], chunk_size):
         chunk = feats[start:start + chunk_size].float()
+        if proj is not None:
+            chunk = chunk @ proj
         out[start:start + chunk.shape[0]] = (chunk @ weights.T).argmax(dim=1)
     return out
 
 
+# -------------------------------------------------------- normalisation
+def check_normalize(normalize, who: str = 'normalize'):
+    """Validate a normalisation name (:data:`NORMALIZATIONS`)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"{who}: normalize must be 'zscore', 'l2' or None, "
+                         f'got {normalize!r}')
+    return normalize
+
+
+def feature_stats(feats: Tensor,
+                  chunk_size: int = 65536) -> Tuple[Tensor, Tensor]:
+    """Per-dimension mean and **unbiased** std of training features.
+
+    As PLP's ``embeddings.mean(dim=0)`` / ``embeddings.std(dim=0)`` (torch's
+    default correction of 1, no epsilon), accumulated in float64 ``chunk_size``
+    rows at a time (two passes), returned as float32 ``(D,)`` each.
+
+    Raises:
+        ValueError: fewer than 2 rows, or a dimension that is constant
+            (its std is 0: z-scoring would divide by zero, where PLP would
+            silently produce inf/NaN).
+    """
+    check_matrix(feats, 'feats')
+    _check_positive_int(chunk_size, 'chunk_size')
+    n = feats.shape[0]
+    if n < 2:
+        raise ValueError(f'feature_stats needs at least 2 rows, got {n}')
+    total = torch.zeros(feats.shape[1], dtype=torch.float64,
+                        device=feats.device)
+    for start in range(0, n, chunk_size):
+        total += feats[start:start + chunk_size].double().sum(0)
+    mean = total / n
+    sq = torch.zeros_like(total)
+    for start in range(0, n, chunk_size):
+        sq += (feats[start:start + chunk_size].double() - mean).square().sum(0)
+    std = (sq / (n - 1)).sqrt()
+    constant = int((std == 0).sum())
+    if constant:
+        raise ValueError(
+            f'feature_stats: {constant} of {feats.shape[1]} feature '
+            'dimensions are constant over the training set (std 0); '
+            "z-scoring is undefined, use normalize='l2' or None")
+    return mean.float(), std.float()
+
+
+def normalize_features(x: Tensor,
+                       normalize: Optional[str],
+                       mean: Optional[Tensor] = None,
+                       std: Optional[Tensor] = None) -> Tensor:
+    """``x`` as float32 after ``normalize``:
+
+    * ``'zscore'``: ``(x - mean) / std`` (the *training* statistics from
+      :func:`feature_stats`, also for test and OoD features, as PLP);
+    * ``'l2'``: rows scaled to unit L2 norm;
+    * ``None``: unchanged.
+    """
+    check_normalize(normalize)
+    x = x.float()
+    if normalize == 'l2':
+        return F.normalize(x, dim=-1)
+    if normalize == 'zscore':
+        if mean is None or std is None:
+            raise ValueError("normalize='zscore' needs the training mean "
+                             'and std (feature_stats)')
+        if mean.shape != (x.shape[-1], ) or std.shape != mean.shape:
+            raise ValueError(
+                f'z-score statistics have shape {tuple(mean.shape)} / '
+                f'{tuple(std.shape)}, features have {x.shape[-1]} '
+                'dimensions')
+        return (x - mean.to(x.device, torch.float32)) / std.to(
+            x.device, torch.float32)
+    return x
+
+
 # ---------------------------------------------------------- Mahalanobis
-def _precision(cov: Tensor, ridge: float) -> Tensor:
-    """Pseudo-inverse of ``cov + ridge * I`` (symmetric, float64)."""
+def _precision(cov: Tensor, ridge: float, inverse: str) -> Tensor:
+    """``inv`` or ``pinv`` of ``cov + ridge * I`` (float64)."""
     if ridge < 0:
         raise ValueError(f'ridge must be >= 0, got {ridge}')
+    _check_choice(inverse, INVERSES, 'inverse')
     if ridge:
         cov = cov + ridge * torch.eye(
             cov.shape[0], dtype=cov.dtype, device=cov.device)
-    prec = torch.linalg.pinv(cov, hermitian=True)
-    return (prec + prec.T) / 2
+    if inverse == 'pinv':
+        prec = torch.linalg.pinv(cov, hermitian=True)
+        return (prec + prec.T) / 2
+    # rank-deficient covariances are rarely exactly singular in floating
+    # point: test the eigenvalues with the usual rank tolerance (PLP's
+    # .inverse() would return huge, meaningless values instead)
+    eig = torch.linalg.eigvalsh(cov)
+    tol = eig.abs().max() * cov.shape[0] * torch.finfo(cov.dtype).eps
+    prec, info = torch.linalg.inv_ex(cov)
+    if int(info) != 0 or bool(eig.min() <= tol) \
+            or not torch.isfinite(prec).all():
+        raise ValueError(
+            f'mahalanobis_fit: the {cov.shape[0]} x {cov.shape[0]} '
+            'covariance is singular (e.g. fewer samples than dimensions, or '
+            "features confined to a subspace); use inverse='pinv' or a "
+            'ridge > 0')
+    return prec
 
 
 def mahalanobis_fit(feats: Tensor,
@@ -128,36 +306,51 @@ def mahalanobis_fit(feats: Tensor,
                     num_classes: Optional[int] = None,
                     ridge: float = 0.0,
                     skip_empty: bool = False,
-                    chunk_size: int = 65536
+                    chunk_size: int = 65536,
+                    covariance: str = 'class_mean',
+                    inverse: str = 'inv'
                     ) -> Tuple[Tensor, Tensor, Tensor]:
     """Class means and the shared-covariance precision of training features.
 
-    ``mu_c = mean_{i: y_i = c} x_i`` and the tied covariance of the
-    class-centred features ``S = 1/N sum_i (x_i - mu_{y_i})(x_i -
-    mu_{y_i})^T`` (maximum-likelihood, divided by N as in Lee et al. 2018).
-    The precision is ``pinv(S + ridge * I)`` (Moore-Penrose, hermitian):
-    the pseudo-inverse keeps the distance finite when ``S`` is singular
-    (e.g. D > N, or features confined to a subspace); a small ``ridge``
-    regularises near-singular directions instead. Everything is accumulated
-    in float64, ``chunk_size`` rows at a time (two passes over ``feats``),
-    so ``feats`` may be float16 and larger than memory in float64.
+    ``mu_c = mean_{i: y_i = c} x_i``; the shared covariance ``S`` is
+
+    * ``covariance='class_mean'`` (PLP's ``compute_maha_vals``): the mean
+      over the classes of the per-class **unbiased** covariances,
+      ``S = 1/C' sum_c 1/(n_c - 1) sum_{i: y_i = c} (x_i - mu_c)(x_i -
+      mu_c)^T``; classes need at least 2 samples (PLP leaves classes with
+      fewer out of the means and the covariance);
+    * ``covariance='pooled'``: the tied maximum-likelihood covariance of
+      the class-centred features, ``1/N sum_i (x_i - mu_{y_i})(...)^T``
+      (Lee et al. 2018); classes need at least 1 sample.
+
+    The precision is ``inv(S + ridge * I)`` (``inverse='inv'``, PLP's
+    ``.inverse()``; a singular ``S``, i.e. an eigenvalue below the usual
+    rank tolerance ``D * eps * max |eig|``, is an error) or the Moore-Penrose
+    ``pinv`` (``'pinv'``, hermitian; stays finite for singular ``S``).
+    Everything is accumulated in float64, ``chunk_size`` rows at a time (two
+    passes over ``feats``), so ``feats`` may be float16 and larger than
+    memory in float64.
 
     Args:
-        feats: ``(N, D)`` training embeddings.
+        feats: ``(N, D)`` training features.
         labels: ``(N,)`` int class indices in ``[0, num_classes)``.
         num_classes: ``C``; defaults to ``labels.max() + 1``.
         ridge: added to the covariance diagonal before inverting, >= 0.
-        skip_empty: classes without samples are left out of ``means``
+        skip_empty: classes with too few samples (see above) are left out
             (their index is absent from ``classes``) instead of raising.
         chunk_size: rows per accumulation step.
+        covariance: ``'class_mean'`` or ``'pooled'``.
+        inverse: ``'inv'`` or ``'pinv'``.
 
     Returns:
         ``(means, precision, classes)``: float64 ``(C', D)`` means of the
-        ``C'`` non-empty classes, float64 ``(D, D)`` precision, int64
-        ``(C',)`` their class indices (ascending), all on ``feats``' device.
+        ``C'`` kept classes, float64 ``(D, D)`` precision, int64 ``(C',)``
+        their class indices (ascending), all on ``feats``' device.
     """
     check_matrix(feats, 'feats')
     _check_positive_int(chunk_size, 'chunk_size')
+    _check_choice(covariance, COVARIANCES, 'covariance')
+    _check_choice(inverse, INVERSES, 'inverse')
     if labels.dim() != 1 or labels.shape[0] != feats.shape[0]:
         raise ValueError(f'labels must have shape ({feats.shape[0]},), got '
                          f'{tuple(labels.shape)}')
@@ -172,41 +365,61 @@ def mahalanobis_fit(feats: Tensor,
             f'{int(labels.min())}..{int(labels.max())}')
     n, dim = feats.shape
     dev = feats.device
-    sums = torch.zeros(num_classes, dim, dtype=torch.float64, device=dev)
+    min_count = 2 if covariance == 'class_mean' else 1
     counts = torch.bincount(labels, minlength=num_classes)
+    present = counts >= min_count
+    if not present.all() and not skip_empty:
+        few = torch.nonzero(~present).flatten().tolist()
+        raise ValueError(
+            f'mahalanobis_fit: {len(few)} of {num_classes} classes have '
+            f'fewer than {min_count} training sample(s) (first: '
+            f'{few[:10]}); pass skip_empty=True to leave them out')
+    if not present.any():
+        raise ValueError(f'mahalanobis_fit: no class has {min_count} or more '
+                         'training samples')
+    keep = present[labels]
+    sums = torch.zeros(num_classes, dim, dtype=torch.float64, device=dev)
     for start in range(0, n, chunk_size):
         sums.index_add_(0, labels[start:start + chunk_size],
                         feats[start:start + chunk_size].double())
-    present = counts > 0
-    if not present.all() and not skip_empty:
-        empty = torch.nonzero(~present).flatten().tolist()
-        raise ValueError(
-            f'mahalanobis_fit: {len(empty)} of {num_classes} classes have no '
-            f'training samples (first: {empty[:10]}); pass skip_empty=True '
-            'to leave them out')
     means_all = sums / counts.clamp(min=1).unsqueeze(1).double()
+    classes = torch.nonzero(present).flatten()
+    # per-row weights of the scatter sum: 1 / (C' (n_c - 1)) averages the
+    # per-class unbiased covariances; 1 / N pools them
+    if covariance == 'class_mean':
+        weight_of_class = 1.0 / (len(classes) *
+                                 (counts.double() - 1).clamp(min=1))
+    else:
+        weight_of_class = torch.full((num_classes, ), 1.0 / int(keep.sum()),
+                                     dtype=torch.float64, device=dev)
+    weight_of_class = torch.where(present, weight_of_class,
+                                  torch.zeros_like(weight_of_class))
     cov = torch.zeros(dim, dim, dtype=torch.float64, device=dev)
     for start in range(0, n, chunk_size):
-        centred = feats[start:start + chunk_size].double() - \
-            means_all[labels[start:start + chunk_size]]
-        cov += centred.T @ centred
-    classes = torch.nonzero(present).flatten()
-    return means_all[classes], _precision(cov / n, ridge), classes
+        lab = labels[start:start + chunk_size]
+        centred = feats[start:start + chunk_size].double() - means_all[lab]
+        cov += centred.T @ (centred * weight_of_class[lab].unsqueeze(1))
+    return means_all[classes], _precision(cov, ridge, inverse), classes
 
 
 def background_fit(feats: Tensor,
                    ridge: float = 0.0,
-                   chunk_size: int = 65536) -> Tuple[Tensor, Tensor]:
+                   chunk_size: int = 65536,
+                   covariance: str = 'class_mean',
+                   inverse: str = 'inv') -> Tuple[Tensor, Tensor]:
     """Class-agnostic ("background") Gaussian of relative Mahalanobis.
 
-    ``mu_0 = mean_i x_i`` and ``S_0 = 1/N sum_i (x_i - mu_0)(x_i - mu_0)^T``;
-    returns float64 ``(mu_0 (D,), pinv(S_0 + ridge * I) (D, D))``.
+    ``mu_0 = mean_i x_i`` and the covariance of all training features:
+    unbiased (``1/(N-1)``, PLP's ``train_embeds_in.T.cov()``) for
+    ``covariance='class_mean'``, ``1/N`` for ``'pooled'``; returns float64
+    ``(mu_0 (D,), inverse(S_0 + ridge * I) (D, D))``.
     """
     check_matrix(feats, 'feats')
     labels = torch.zeros(feats.shape[0], dtype=torch.long,
                          device=feats.device)
     means, prec, _ = mahalanobis_fit(feats, labels, 1, ridge,
-                                     chunk_size=chunk_size)
+                                     chunk_size=chunk_size,
+                                     covariance=covariance, inverse=inverse)
     return means[0], prec
 
 
@@ -244,11 +457,11 @@ def mahalanobis_score(x: Tensor,
     ``MD_c(x) = (x - mu_c)^T P (x - mu_c)`` and ``score = -min_c MD_c(x)``.
     With ``relative=True`` (Ren et al. 2021) the class-agnostic distance
     ``MD_0(x) = (x - mu_0)^T P_0 (x - mu_0)`` is subtracted from every class
-    distance: ``RMD_c = MD_c - MD_0``, ``score = -min_c RMD_c``.
+    distance: ``RMD_c = MD_c - MD_0``, ``score = -min_c RMD_c`` (PLP's
+    ``MahaDist.compute_scores``).
 
     Args:
-        x: ``(B, D)`` test embeddings (same preprocessing as the fit, e.g.
-            L2-normalised).
+        x: ``(B, D)`` test features (same preprocessing as the fit).
         means: ``(C, D)`` class means; precision: ``(D, D)`` shared
             precision (from :func:`mahalanobis_fit`).
         relative: use the relative distance; needs ``bg_mean`` ``(D,)`` and
@@ -260,7 +473,7 @@ def mahalanobis_score(x: Tensor,
         dtype).
     """
     check_matrix(x, 'x')
-    check_matrix(means, 'means', x.shape[1])
+    check_matrix(means, 'means', dim=x.shape[1])
     _check_positive_int(chunk_size, 'chunk_size')
     if precision.shape != (x.shape[1], x.shape[1]):
         raise ValueError(f'precision must be ({x.shape[1]}, {x.shape[1]}), '
@@ -287,16 +500,19 @@ def mahalanobis_score(x: Tensor,
 # ------------------------------------------------------------------ kNN
 def knn_score(x: Tensor,
               train: Tensor,
-              k: int = 50,
+              k: int = 1,
               reduction: str = 'kth',
               chunk_size: int = 1024,
               train_chunk_size: int = 65536) -> Tensor:
-    """Cosine similarity to the k nearest training embeddings; higher = ID.
+    """Cosine similarity to the k nearest training features; higher = ID.
 
     With L2-normalised rows the similarities are ``x @ train.T``; the score
     is the k-th largest similarity (``reduction='kth'``, Sun et al. 2022:
     ranking by it equals ranking by the negative k-th nearest-neighbour
-    Euclidean distance) or the mean of the k largest (``'mean'``).
+    Euclidean distance) or the mean of the k largest (``'mean'``). With
+    ``k = 1`` (the default, PLP's ``--ood_knn_ks``) both are the maximum
+    cosine similarity; PLP's ``exp(cos / 0.02)`` ('temp-cos-sim') is a
+    monotone function of it, so AUROC and FPR95 are the same.
 
     Memory is ``O(chunk_size * (train_chunk_size + k))``: for every chunk of
     test rows the training rows are visited ``train_chunk_size`` at a time
@@ -304,8 +520,8 @@ def knn_score(x: Tensor,
     full as a similarity matrix. Products are float32 (inputs are upcast).
 
     Args:
-        x: ``(B, D)`` L2-normalised test embeddings.
-        train: ``(N, D)`` L2-normalised training embeddings, ``N >= k``;
+        x: ``(B, D)`` L2-normalised test features.
+        train: ``(N, D)`` L2-normalised training features, ``N >= k``;
             moved chunk by chunk to ``x``'s device, so it may stay on the
             CPU while ``x`` is on a GPU.
         k: number of neighbours, >= 1.
@@ -317,7 +533,7 @@ def knn_score(x: Tensor,
         float32 ``(B,)`` on ``x``'s device.
     """
     check_matrix(x, 'x')
-    check_matrix(train, 'train', x.shape[1])
+    check_matrix(train, 'train', dim=x.shape[1])
     _check_positive_int(k, 'k')
     _check_positive_int(chunk_size, 'chunk_size')
     _check_positive_int(train_chunk_size, 'train_chunk_size')
@@ -326,7 +542,7 @@ def knn_score(x: Tensor,
             f"reduction must be 'kth' or 'mean', got {reduction!r}")
     if train.shape[0] < k:
         raise ValueError(f'k={k} exceeds the {train.shape[0]} training '
-                         'embeddings')
+                         'features')
     out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     for start in range(0, x.shape[0], chunk_size):
         q = x[start:start + chunk_size].float()
