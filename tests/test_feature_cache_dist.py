@@ -1,7 +1,8 @@
 """extract_features under 2 gloo processes (CPU): each rank encodes its
 share of an odd-sized dataset (the sampler pads one duplicate), rank 0
-writes one file equal to the single-process extraction, and a second run
-is a cache hit on every rank (no rank encodes)."""
+writes one file equal to the single-process extraction (the raw
+pre-projection features, format version 2), and a second run is a cache
+hit on every rank (no rank encodes)."""
 import os.path as osp
 import socket
 
@@ -104,4 +105,13 @@ def test_distributed_extraction_matches_single_process(tmp_path):
         assert torch.equal(dist_data[key], ref[key]), key
     assert dist_data['labels'].tolist() == [0, 1, 2, 3, 4]
     assert dist_data['meta']['cache_key'] == ref['meta']['cache_key']
+    # the default kind: PLP's pre-projection features, un-normalised (the
+    # tiny ResNet's have no separate projection: its raw embeddings)
+    assert dist_data['meta']['feature'] == 'pre_projection'
+    assert dist_data['projection'] is None
+    with torch.no_grad():
+        batch = model.data_preprocessor(next(iter(loader)), False)
+        raw = model.clip.encode_image(batch['inputs']).float()
+    torch.testing.assert_close(dist_data['feats'][:2], raw, atol=1e-5,
+                               rtol=1e-4)
     assert osp.basename(out_file) == 'train.pt'

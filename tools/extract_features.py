@@ -1,14 +1,19 @@
 """Encode datasets once with a CLIP image tower and cache the embeddings.
 
     python tools/extract_features.py CONFIG [CKPT] [--split NAME ...]
-        [--out-dir DIR] [--dtype float16] [--amp] [--force]
-        [--cfg-options ...] [--launcher pytorch]
+        [--out-dir DIR] [--feature pre_projection|embedding]
+        [--dtype float16] [--amp] [--force] [--cfg-options ...]
+        [--launcher pytorch]
 
 What is encoded comes from the config's ``feature_extraction`` dict (the
 probe configs under configs/plp and configs/linear-probe have one)::
 
     feature_extraction = dict(
         model=dict(type='MultiModalClassifier', ...),  # default: cfg.model
+        feature='pre_projection',  # PLP's features (default) or 'embedding'
+        classnames=None,      # pseudo-label class names: a list or a set
+                              # name ('imagenet_first_synonym'); default:
+                              # the model's (or the dataset's)
         templates=[...],      # pseudo-label prompts; default: PLP's five
         dtype='float32',      # or 'float16'
         splits=dict(
@@ -60,6 +65,11 @@ def parse_args(argv=None):
         '--out-dir',
         help='write the files here (keeping the configured file names)')
     parser.add_argument(
+        '--feature',
+        choices=['pre_projection', 'embedding'],
+        help='which image features to store (overrides the config; '
+        'default pre_projection, the tower output before its projection)')
+    parser.add_argument(
         '--dtype',
         choices=['float32', 'float16'],
         help='storage dtype of the embeddings (overrides the config)')
@@ -92,8 +102,9 @@ def parse_args(argv=None):
 
 
 def extraction_plan(cfg: Config, splits=None, out_dir=None) -> dict:
-    """``dict(model, templates, dtype, splits={name: dict(dataloader,
-    out_file, cache_dir)})`` from the config (see the module doc)."""
+    """``dict(model, feature, classnames, templates, dtype, splits={name:
+    dict(dataloader, out_file, cache_dir)})`` from the config (see the
+    module doc)."""
     spec = cfg.get('feature_extraction')
     if spec is not None:
         spec = copy.deepcopy(spec)
@@ -128,9 +139,18 @@ def extraction_plan(cfg: Config, splits=None, out_dir=None) -> dict:
             dataloader=entry['dataloader'],
             out_file=out_file,
             cache_dir=out_dir)
-    templates = spec.get('templates', 'default') if spec else 'default'
-    dtype = spec.get('dtype', 'float32') if spec else 'float32'
-    return dict(model=model, templates=templates, dtype=dtype, splits=plan)
+    spec = spec or {}
+    templates = spec.get('templates', 'default')
+    dtype = spec.get('dtype', 'float32')
+    feature = spec.get('feature', 'pre_projection')
+    if feature not in ('pre_projection', 'embedding'):
+        raise ValueError("feature_extraction.feature must be "
+                         f"'pre_projection' or 'embedding', got {feature!r}")
+    classnames = spec.get('classnames')
+    if classnames is not None and not isinstance(classnames, str):
+        classnames = list(classnames)
+    return dict(model=model, feature=feature, classnames=classnames,
+                templates=templates, dtype=dtype, splits=plan)
 
 
 def _warn_random_transforms(name: str, dataloader_cfg) -> None:
@@ -172,6 +192,7 @@ def main(argv=None):
     if templates == 'default':
         templates = PLP_TEMPLATES
     dtype = args.dtype or plan['dtype']
+    feature = args.feature or plan['feature']
     rank, _ = get_dist_info()
     for name, split in plan['splits'].items():
         dl_cfg = copy.deepcopy(split['dataloader'])
@@ -192,7 +213,9 @@ def main(argv=None):
             templates=templates,
             dtype=dtype,
             amp=args.amp,
-            force=args.force)
+            force=args.force,
+            feature=feature,
+            classnames=plan['classnames'])
         if rank == 0:
             print_log(f'split {name!r}: {path}', logger='current')
 

@@ -1,33 +1,37 @@
-"""Serve cached CLIP image embeddings (feature files) as a dataset."""
+"""Serve cached CLIP image features (feature files) as a dataset."""
 from typing import Dict, Optional, Sequence
 
 import torch
 from mmpretrain.registry import DATASETS
 from torch.utils.data import Dataset
 
-from ..utils.feature_file import load_feature_file
+from ..utils.feature_file import FEATURE_KINDS, load_feature_file
 
 TARGETS = ('labels', 'pseudo_labels')
 
 
 @DATASETS.register_module()
 class CachedFeatureDataset(Dataset):
-    """Embeddings of a feature file (``tools/extract_features.py``) with
+    """Features of a feature file (``tools/extract_features.py``) with
     their true or pseudo labels, for training probes in seconds per epoch.
 
     Item ``i`` is ``dict(inputs=feats[i], data_samples=target[i])``: a
-    float32 ``(D,)`` L2-normalised embedding and a 0-d int64 class index
-    (not a ``DataSample``: building 1.28M of them per epoch would dominate
-    the epoch time). With ``collate_fn=dict(type='default_collate')`` a
-    batch is a ``(B, D)`` tensor and a ``(B,)`` tensor, which
+    float32 ``(D,)`` feature as stored (un-normalised: the probe
+    normalises, e.g. z-scores with the training statistics) and a 0-d
+    int64 class index (not a ``DataSample``: building 1.28M of them per
+    epoch would dominate the epoch time). With
+    ``collate_fn=dict(type='default_collate')`` a batch is a ``(B, D)``
+    tensor and a ``(B,)`` tensor, which
     :class:`~cma_ood.models.LinearProbe` takes directly (it also stacks the
     lists ``pseudo_collate`` gives).
 
     ``metainfo``: ``classes`` (the file's class names, else the configured
-    ``classes``), ``feature_file``, ``target``, ``num_samples`` and
-    ``image_encoder_sha256``. MMEngine stores the training set's metainfo in
-    every checkpoint, which lets :class:`~cma_ood.models.ProbeScorer` check
-    that a probe is applied to embeddings of the same image encoder.
+    ``classes``), ``feature_file``, ``feature`` (the kind of features,
+    ``'pre_projection'`` or ``'embedding'``), ``target``, ``num_samples``
+    and ``image_encoder_sha256``. MMEngine stores the training set's
+    metainfo in every checkpoint, which lets
+    :class:`~cma_ood.models.ProbeScorer` apply a probe to the same kind of
+    features of the same image encoder.
 
     Args:
         feature_file (str): the feature file.
@@ -39,6 +43,9 @@ class CachedFeatureDataset(Dataset):
             ``source_names`` (e.g. ``['ID']`` of a cached OoD benchmark).
         drop_unlabelled (bool): drop samples whose target is ``-1``
             instead of raising.
+        feature (str, optional): the kind of features the file must hold
+            (``'pre_projection'`` or ``'embedding'``); ``None`` accepts
+            either.
     """
 
     def __init__(self,
@@ -46,11 +53,22 @@ class CachedFeatureDataset(Dataset):
                  target: str = 'labels',
                  classes: Optional[Sequence[str]] = None,
                  sources: Optional[Sequence[str]] = None,
-                 drop_unlabelled: bool = False):
+                 drop_unlabelled: bool = False,
+                 feature: Optional[str] = None):
         if target not in TARGETS:
             raise ValueError(f'CachedFeatureDataset: target must be one of '
                              f'{TARGETS}, got {target!r}')
+        if feature is not None and feature not in FEATURE_KINDS:
+            raise ValueError(f'CachedFeatureDataset: feature must be one of '
+                             f'{list(FEATURE_KINDS)} or None, got '
+                             f'{feature!r}')
         data = load_feature_file(feature_file, what='CachedFeatureDataset')
+        kind = data['meta']['feature']
+        if feature is not None and kind != feature:
+            raise ValueError(
+                f'CachedFeatureDataset: {feature_file} holds {kind} '
+                f'features, the config expects {feature}; re-extract with '
+                f'tools/extract_features.py --feature {feature}')
         targets = data.get(target)
         if targets is None:
             raise ValueError(
@@ -88,6 +106,7 @@ class CachedFeatureDataset(Dataset):
         self._metainfo = dict(
             classes=tuple(names) if names else None,
             feature_file=str(feature_file),
+            feature=kind,
             target=target,
             num_samples=int(self.feats.shape[0]),
             image_encoder_sha256=data['meta'].get('image_encoder_sha256'))

@@ -3,11 +3,13 @@
 :func:`extract_features` runs a :class:`~cma_ood.models.MultiModalClassifier`
 image encoder over a dataloader (distributed or not, with a progress bar)
 and writes a feature file (format: :mod:`cma_ood.utils.feature_file`) with
-the L2-normalised embeddings, labels, dataset sources and PLP's zero-shot
-pseudo-labels. Re-running with the same image tower and data reuses the
-file without encoding a single image; when only the text side changes
-(class names, templates, text tower) the pseudo-labels alone are recomputed
-from the cached embeddings.
+the un-normalised image features -- by default the tower's output *before*
+its projection, as PLP (``feature='pre_projection'``; or the embeddings,
+``feature='embedding'``) -- labels, dataset sources and PLP's zero-shot
+pseudo-labels. Re-running with the same image tower, data and feature kind
+reuses the file without encoding a single image; when only the text side
+changes (class names, templates, text tower) the pseudo-labels alone are
+recomputed from the cached features.
 
 ``tools/extract_features.py`` is the command-line front end.
 """
@@ -23,15 +25,17 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.dist import (barrier, broadcast_object_list, collect_results,
                            get_dist_info)
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from ..models.clip_builder import tokenize
+from ..models.clip_vision import (check_image_feature, encode_image_features,
+                                  projection_matrix)
 from ..models.encoder_hash import image_tower_sha256, text_tower_sha256
 from ..models.feature_scores import (PLP_TEMPLATES, pseudo_labels,
+                                     resolve_classname_set,
                                      zero_shot_ensemble_weights)
 from ..utils.feature_file import (FEATURE_FORMAT_VERSION, load_feature_file,
                                   save_feature_file)
@@ -68,16 +72,18 @@ def describe_dataset(dataset_cfg: Any, dataset) -> str:
 
 
 def feature_cache_key(image_sha: str, dataset_json: str, num_samples: int,
-                      dtype: str) -> str:
-    """sha256 of what the embeddings depend on: the image tower (its hash),
-    the dataset description, its length and the storage dtype."""
+                      dtype: str, feature: str = 'pre_projection') -> str:
+    """sha256 of what the features depend on: the image tower (its hash),
+    the dataset description, its length, the feature kind and the storage
+    dtype (and the file format version)."""
     meta = dict(
         format=FEATURE_FORMAT_VERSION,
         image_encoder=image_sha,
         dataset=dataset_json,
         num_samples=int(num_samples),
         dtype=dtype,
-        normalised=True)
+        feature=check_image_feature(feature, 'feature_cache_key'),
+        normalised=False)
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()) \
         .hexdigest()
 
@@ -122,11 +128,29 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast('cuda', dtype=dtype)
 
 
+def encode_features(model, images: torch.Tensor,
+                    feature: str = 'pre_projection') -> torch.Tensor:
+    """Un-normalised image features ``(B, D)`` of a classifier's
+    preprocessed batch: ``feature='embedding'`` is ``model.encode_image``;
+    ``'pre_projection'`` the tower's output before its projection (see
+    :func:`~cma_ood.models.clip_vision.encode_image_features`), through the
+    fast ViT forward when the model uses it (for towers without a separate
+    projection, i.e. ResNets, ``model.encode_image`` as well)."""
+    check_image_feature(feature, 'encode_features')
+    if feature == 'embedding' or projection_matrix(model.clip.visual) is None:
+        # ResNet towers: the pre-projection features are the embeddings
+        return model.encode_image(images)
+    return encode_image_features(
+        model.clip, images, feature,
+        fast=bool(getattr(model, 'fast_image_tower', False)))
+
+
 @torch.no_grad()
 def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
                    amp: bool = False, show_progress: bool = True,
                    default_source: str = 'data',
-                   tmpdir: Optional[str] = None
+                   tmpdir: Optional[str] = None,
+                   feature: str = 'pre_projection'
                    ) -> Optional[Tuple[torch.Tensor, torch.Tensor, list]]:
     """Encode every image of ``dataloader``; gather across ranks.
 
@@ -139,7 +163,8 @@ def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
 
     Returns:
         On rank 0: ``(feats (N, D) dtype, labels (N,) int64, sources
-        list[str])`` with L2-normalised rows; ``None`` on other ranks.
+        list[str])`` with the un-normalised ``feature`` rows (see
+        :func:`encode_features`); ``None`` on other ranks.
     """
     rank, world_size = get_dist_info()
     if getattr(dataloader.sampler, 'shuffle', False):
@@ -158,9 +183,8 @@ def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
         for batch in dataloader:
             data = model.data_preprocessor(batch, False)
             with _autocast(device, amp):
-                embeds = model.encode_image(data['inputs'])
-            embeds = F.normalize(embeds.float(), dim=-1).to(dtype).cpu()
-            rows = embeds.numpy()
+                feats = encode_features(model, data['inputs'], feature)
+            rows = feats.float().to(dtype).cpu().numpy()
             for i, ds in enumerate(data['data_samples']):
                 source = ds.metainfo.get('ood_source', default_source)
                 part.append((rows[i], _sample_label(ds), str(source)))
@@ -210,24 +234,30 @@ def extract_features(model,
                      dtype: str = 'float32',
                      amp: bool = False,
                      show_progress: bool = True,
-                     force: bool = False) -> str:
+                     force: bool = False,
+                     feature: str = 'pre_projection',
+                     classnames: Union[None, str, Sequence[str]] = None
+                     ) -> str:
     """Encode ``dataloader``'s images once and cache them in a feature file.
 
     The cache key (:func:`feature_cache_key`) covers the image-tower
-    weights, ``dataset_cfg`` (JSON with sorted keys), the dataset length and
-    ``dtype``. With ``out_file`` the features go to that fixed path (a file
-    there with another key is replaced); otherwise to
+    weights, ``dataset_cfg`` (JSON with sorted keys), the dataset length,
+    ``feature`` and ``dtype`` (and the file format version, so files of an
+    older format are re-extracted). With ``out_file`` the features go to
+    that fixed path (a file there with another key is replaced); otherwise
+    to
     ``<cache_dir>/features_<key[:24]>.pt`` (``cache_dir`` defaults to
     :func:`default_feature_cache_dir`). A file with the same key is reused
     without encoding anything ("loaded from cache" is logged).
 
-    Pseudo-labels: if the model has class names (else they are taken from
-    ``dataset.metainfo['classes']``, as ``ClassNamesHook`` does) and
-    ``templates`` is not ``None``, the file also holds the argmax of the
-    ensemble zero-shot classifier over the *stored* embeddings
-    (``pseudo_labels``), its weights and the class names. They are keyed
-    separately (:func:`pseudo_label_key`) and recomputed from the cached
-    embeddings when only the text side changed.
+    Pseudo-labels: with class names (``classnames``, set on the model;
+    else the model's; else ``dataset.metainfo['classes']``, as
+    ``ClassNamesHook`` does) and ``templates`` not ``None``, the file also
+    holds the argmax of the ensemble zero-shot classifier over the *stored*
+    features, projected with the tower's projection where they are
+    pre-projection ones (``pseudo_labels``), its weights and the class
+    names. They are keyed separately (:func:`pseudo_label_key`) and
+    recomputed from the cached features when only the text side changed.
 
     Distributed: every rank encodes its share, rank 0 writes the file, and
     all ranks return after a barrier.
@@ -244,12 +274,17 @@ def extract_features(model,
         templates: pseudo-label prompt ensemble (default
             :data:`~cma_ood.models.feature_scores.PLP_TEMPLATES`); ``None``
             skips the pseudo-labels.
-        dtype: storage dtype of the embeddings, ``'float32'`` or
+        dtype: storage dtype of the features, ``'float32'`` or
             ``'float16'`` (half the disk and memory; pseudo-labels are
             computed from the stored values either way).
         amp: encode under CUDA autocast (bf16 where supported).
         show_progress: progress bar on rank 0.
         force: re-extract even if a matching file exists.
+        feature: ``'pre_projection'`` (PLP) or ``'embedding'``.
+        classnames: class names for the pseudo-labels: a list or a name of
+            :data:`~cma_ood.models.feature_scores.CLASSNAME_SETS` (e.g.
+            ``'imagenet_first_synonym'``, PLP's ImageNet names); ``None``
+            keeps the model's.
 
     Returns:
         The absolute path of the feature file.
@@ -257,19 +292,23 @@ def extract_features(model,
     if dtype not in _DTYPES:
         raise ValueError(f'dtype must be one of {list(_DTYPES)}, got '
                          f'{dtype!r}')
+    check_image_feature(feature, 'extract_features')
     rank, world_size = get_dist_info()
     dataset = dataloader.dataset
     num_samples = len(dataset)
     if num_samples == 0:
         raise ValueError(f'extract_features: {type(dataset).__name__} is '
                          'empty')
+    if classnames is not None:
+        model.set_classnames(resolve_classname_set(classnames))
     if getattr(model, 'classnames', None) is None and templates is not None:
         classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
         if classes:
             model.set_classnames(list(classes))
     dataset_json = describe_dataset(dataset_cfg, dataset)
     image_sha = image_tower_sha256(model.clip)
-    key = feature_cache_key(image_sha, dataset_json, num_samples, dtype)
+    key = feature_cache_key(image_sha, dataset_json, num_samples, dtype,
+                            feature)
     if out_file is not None:
         path = osp.abspath(osp.expanduser(str(out_file)))
     else:
@@ -296,14 +335,19 @@ def extract_features(model,
         default_source = type(dataset).__name__
         encoded = encode_dataset(model, dataloader, _DTYPES[dtype], amp,
                                  show_progress, default_source,
-                                 tmpdir=f'{path}.parts-{key[:12]}')
+                                 tmpdir=f'{path}.parts-{key[:12]}',
+                                 feature=feature)
         data = None
         if rank == 0:
             feats, labels, sources = encoded
             names = list(dict.fromkeys(sources))
             index = {n: i for i, n in enumerate(names)}
+            proj = projection_matrix(model.clip.visual) \
+                if feature == 'pre_projection' else None
             data = dict(
                 feats=feats,
+                projection=None if proj is None else
+                proj.detach().float().cpu().clone(),
                 labels=labels,
                 sources=torch.tensor([index[s] for s in sources],
                                      dtype=torch.long),
@@ -313,6 +357,7 @@ def extract_features(model,
                 classnames=None,
                 meta=dict(
                     cache_key=key,
+                    feature=feature,
                     image_encoder_sha256=image_sha,
                     pseudo_label_key=None,
                     templates=None,
@@ -331,7 +376,7 @@ def extract_features(model,
             save_feature_file(path, data)
             print_log(
                 f'Features: wrote {num_samples} x {data["feats"].shape[1]} '
-                f'embeddings to {path}', logger='current')
+                f'{feature} features to {path}', logger='current')
     if world_size > 1:
         barrier()
     return path
@@ -360,7 +405,8 @@ def _update_pseudo_labels(model, data: dict,
     finally:
         model.train(was_training)
     data.update(
-        pseudo_labels=pseudo_labels(data['feats'], weights),
+        pseudo_labels=pseudo_labels(data['feats'], weights,
+                                    projection=data.get('projection')),
         zero_shot_weights=weights,
         classnames=list(model.classnames))
     data['meta'].update(pseudo_label_key=want, templates=templates)

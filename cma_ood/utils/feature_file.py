@@ -1,4 +1,4 @@
-"""The on-disk format of cached CLIP image embeddings (feature files).
+"""The on-disk format of cached CLIP image features (feature files).
 
 A feature file is a ``torch.save``'d dict, written atomically (temporary
 file + ``os.replace``) and read with ``torch.load(weights_only=True)`` (it
@@ -9,8 +9,15 @@ key            content
 ============== ============================================================
 ``format``     ``'cma_ood.features'``
 ``version``    :data:`FEATURE_FORMAT_VERSION`
-``feats``      ``(N, D)`` float16/float32 image embeddings, L2-normalised,
-               in dataset order
+``feats``      ``(N, D)`` float16/float32 image features of the kind
+               ``meta['feature']``, **not normalised**, in dataset order:
+               ``'pre_projection'`` (the image tower's output before its
+               final projection, PLP's ``proj=None``) or ``'embedding'``
+``projection`` ``(D, E)`` float32 projection of the image tower mapping
+               ``feats`` to embeddings (a ViT's ``proj``), or ``None`` when
+               ``feats`` are embeddings already (``'embedding'`` features,
+               and ResNet towers, whose pre-projection feature is the
+               embedding)
 ``labels``     ``(N,)`` int64 ``gt_label`` of each sample, ``-1`` if none
                (OoD sets)
 ``sources``    ``(N,)`` int64 index into ``source_names``
@@ -18,17 +25,20 @@ key            content
                ``OoDConcatDataset``, else ``[<dataset type>]``
 ``pseudo_labels`` ``(N,)`` int64 zero-shot (PLP) labels, or ``None`` when
                the model had no class names
-``zero_shot_weights`` ``(C, D)`` float32 zero-shot classifier the
+``zero_shot_weights`` ``(C, E)`` float32 zero-shot classifier the
                pseudo-labels come from, or ``None``
 ``classnames`` list[str] of the ``C`` ID classes, or ``None``
 ``meta``       dict: ``cache_key`` (sha256 of the image tower, the dataset
-               config, its length and the storage dtype),
-               ``image_encoder_sha256``, ``pseudo_label_key`` (sha256 of
-               the text tower, class names, templates and context length),
-               ``templates``, ``arch``, ``dataset`` (the dataset config as
-               JSON), ``num_samples``, ``dim``, ``dtype``, ``created``,
-               ``cma_ood_version``
+               config, its length, the feature kind and the storage
+               dtype), ``feature``, ``image_encoder_sha256``,
+               ``pseudo_label_key`` (sha256 of the text tower, class names,
+               templates and context length), ``templates``, ``arch``,
+               ``dataset`` (the dataset config as JSON), ``num_samples``,
+               ``dim``, ``dtype``, ``created``, ``cma_ood_version``
 ============== ============================================================
+
+Version 1 files (L2-normalised embeddings, no ``feature``) are refused with
+a hint to re-extract; the extractor re-encodes over them.
 
 :func:`load_feature_file` validates the layout and names the file in every
 error, with a hint to (re-)run ``tools/extract_features.py``.
@@ -42,8 +52,11 @@ import torch
 from .checkpoint import atomic_torch_save
 
 FEATURE_FORMAT = 'cma_ood.features'
-#: bumped whenever the layout or the meaning of a key changes
-FEATURE_FORMAT_VERSION = 1
+#: bumped whenever the layout or the meaning of a key changes (2: raw
+#: features of a recorded kind, ``projection``)
+FEATURE_FORMAT_VERSION = 2
+#: the feature kinds a file may hold (as ``cma_ood.models.clip_vision``)
+FEATURE_KINDS = ('pre_projection', 'embedding')
 _HINT = ('create it with tools/extract_features.py CONFIG [CKPT] (see '
          'docs/probing.md)')
 
@@ -124,8 +137,26 @@ def validate_feature_data(data, path: str = '<memory>', who: str = ''):
     if n and (data['sources'].min() < 0
               or data['sources'].max() >= len(data['source_names'])):
         fail('"sources" indexes outside "source_names"')
+    meta = data['meta']
+    if not isinstance(meta, dict) or meta.get('feature') not in FEATURE_KINDS:
+        fail(f'meta["feature"] must be one of {list(FEATURE_KINDS)}, got '
+             f'{meta.get("feature") if isinstance(meta, dict) else meta!r}')
+    proj = data.get('projection')
+    emb_dim = feats.shape[1]
+    if proj is not None:
+        if not isinstance(proj, torch.Tensor) or proj.dim() != 2 \
+                or proj.shape[0] != feats.shape[1] \
+                or not proj.is_floating_point():
+            fail(f'"projection" must be a floating ({feats.shape[1]}, E) '
+                 'tensor or None')
+        emb_dim = proj.shape[1]
     weights = data.get('zero_shot_weights')
     if weights is not None and (weights.dim() != 2
-                                or weights.shape[1] != feats.shape[1]):
-        fail(f'"zero_shot_weights" must be (C, {feats.shape[1]})')
+                                or weights.shape[1] != emb_dim):
+        fail(f'"zero_shot_weights" must be (C, {emb_dim})')
     return data
+
+
+def feature_kind(data: dict) -> str:
+    """The kind of features a loaded file holds (``meta['feature']``)."""
+    return data['meta']['feature']
