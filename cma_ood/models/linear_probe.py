@@ -1,49 +1,84 @@
-"""A linear classifier on frozen (cached) CLIP image embeddings.
+"""A linear classifier on frozen (cached) CLIP image features.
 
 :class:`LinearProbe` is trained through MMEngine's runner (``tools/
 train.py``) on :class:`~cma_ood.datasets.CachedFeatureDataset`: PLP with
 the zero-shot pseudo-labels as targets, supervised linear probing with the
-true labels. :class:`~cma_ood.models.ProbeScorer` applies a trained probe
-inside ``MultiModalClassifier`` so its OoD scores join the common table.
+true labels. As in PLP's ``linear_probing.py`` (``embed_norm=True``) the
+inputs are z-scored with the training set's per-dimension mean and unbiased
+std, which the probe keeps as buffers (saved in its checkpoints, like PLP's
+``embed_mean`` / ``embed_std``), so validation, test and OoD features are
+normalised with the *training* statistics.
+:class:`~cma_ood.models.ProbeScorer` applies a trained probe inside
+``MultiModalClassifier`` so its OoD scores join the common table.
 """
+import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+from ..utils.feature_file import load_feature_file
+from .feature_scores import check_normalize, feature_stats, normalize_features
 
 Targets = Union[torch.Tensor, Sequence[torch.Tensor], Sequence[DataSample],
                 None]
 
 
-def probe_logits(feats: torch.Tensor, weight: torch.Tensor,
-                 bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Logits of a linear probe: ``normalize(feats) @ weight.T + bias``.
+#: the ``input_norm`` buffer of a probe: how it normalises its inputs
+NORM_CODES = {None: 0, 'l2': 1, 'zscore': 2}
+NORM_NAMES = {code: name for name, code in NORM_CODES.items()}
+
+
+def probe_logits(feats: torch.Tensor,
+                 weight: torch.Tensor,
+                 bias: Optional[torch.Tensor],
+                 normalize: Optional[str] = 'zscore',
+                 mean: Optional[torch.Tensor] = None,
+                 std: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Logits of a linear probe: ``norm(feats) @ weight.T + bias``.
 
     Args:
-        feats: ``(B, D)`` image embeddings (raw or normalised: rows are
-            L2-normalised here, so cached and fresh embeddings agree).
+        feats: ``(B, D)`` image features (un-normalised).
         weight: ``(C, D)``; bias: ``(C,)`` or ``None``.
+        normalize: ``'zscore'`` (``(feats - mean) / std`` with the training
+            statistics), ``'l2'`` (unit rows) or ``None``; see
+            :func:`~cma_ood.models.feature_scores.normalize_features`.
+        mean, std: ``(D,)`` training statistics for ``'zscore'``.
 
     Returns:
         float32 ``(B, C)``.
     """
-    x = F.normalize(feats.float(), dim=-1)
+    x = normalize_features(feats, normalize, mean, std)
     return F.linear(x, weight.float(),
                     None if bias is None else bias.float())
 
 
 @MODELS.register_module()
 class LinearProbe(BaseModel):
-    """``nn.Linear(in_dim, num_classes)`` on L2-normalised embeddings.
+    """``nn.Linear(in_dim, num_classes)`` on normalised image features.
 
-    Inputs are ``(B, D)`` embeddings (a stacked tensor, as
+    Inputs are ``(B, D)`` features (a stacked tensor, as
     ``default_collate`` gives, or a list of ``(D,)`` tensors from
-    ``pseudo_collate``). Targets (``data_samples``) are int64 class indices
-    (a ``(B,)`` tensor or a list of 0-d tensors, as
+    ``pseudo_collate``), normalised by ``normalize`` before the layer:
+
+    * ``'zscore'`` (PLP, the default): ``(x - mean) / std`` with the
+      per-dimension mean and unbiased std of the training features
+      (:func:`~cma_ood.models.feature_scores.feature_stats`). They are the
+      buffers ``feat_mean`` / ``feat_std``, computed from ``stats_file``
+      (the training feature file) at the first forward unless a checkpoint
+      or :meth:`set_feature_stats` provided them;
+    * ``'l2'``: unit-length rows (this repository's earlier probe);
+    * ``None``: the features as they are.
+
+    The buffer ``input_norm`` records the choice in checkpoints
+    (:data:`NORM_CODES`), so :class:`~cma_ood.models.ProbeScorer` applies a
+    probe exactly as it was trained. Targets (``data_samples``) are int64
+    class indices (a ``(B,)`` tensor or a list of 0-d tensors, as
     :class:`~cma_ood.datasets.CachedFeatureDataset` serves them) or
     ``DataSample`` objects with ``gt_label``.
 
@@ -53,11 +88,15 @@ class LinearProbe(BaseModel):
     ``tensor`` (the logits ``(B, C)``).
 
     Args:
-        in_dim (int): embedding dimension ``D``.
+        in_dim (int): feature dimension ``D``.
         num_classes (int): number of classes ``C``.
         bias (bool): learn a bias. Defaults to True.
+        normalize (str | None): ``'zscore'``, ``'l2'`` or ``None``.
+        stats_file (str, optional): the training feature file the z-score
+            statistics are computed from (``normalize='zscore'``).
         loss (dict): loss config. Defaults to mmpretrain's
-            ``CrossEntropyLoss``.
+            ``CrossEntropyLoss`` (no label smoothing, as PLP's
+            ``nn.CrossEntropyLoss()``).
         data_preprocessor (dict, optional): defaults to MMEngine's
             ``BaseDataPreprocessor`` (moves data to the device).
     """
@@ -66,9 +105,12 @@ class LinearProbe(BaseModel):
                  in_dim: int,
                  num_classes: int,
                  bias: bool = True,
+                 normalize: Optional[str] = 'zscore',
+                 stats_file: Optional[str] = None,
                  loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
+        check_normalize(normalize, 'LinearProbe')
         for name, value in (('in_dim', in_dim), ('num_classes', num_classes)):
             if isinstance(value, bool) or not isinstance(value, int) \
                     or value < 1:
@@ -83,6 +125,67 @@ class LinearProbe(BaseModel):
         self.num_classes = num_classes
         self.fc = nn.Linear(in_dim, num_classes, bias=bias)
         self.loss_module = MODELS.build(loss)
+        self.normalize = normalize
+        self.stats_file = stats_file
+        self.register_buffer('input_norm',
+                             torch.tensor(NORM_CODES[normalize]))
+        self._stats_ready = normalize != 'zscore'
+        if normalize == 'zscore':
+            self.register_buffer('feat_mean',
+                                 torch.full((in_dim, ), math.nan))
+            self.register_buffer('feat_std', torch.full((in_dim, ), math.nan))
+        self.register_load_state_dict_post_hook(LinearProbe._after_load)
+
+    # ------------------------------------------------------- statistics
+    @staticmethod
+    def _after_load(module: 'LinearProbe', incompatible_keys) -> None:
+        code = int(module.input_norm)
+        if code != NORM_CODES[module.normalize]:
+            raise ValueError(
+                f'LinearProbe: the loaded probe normalises its inputs with '
+                f'{NORM_NAMES.get(code, code)!r}, this one is configured '
+                f'with normalize={module.normalize!r}')
+        if module.normalize == 'zscore':
+            module._stats_ready = bool(
+                torch.isfinite(module.feat_std).all()
+                and torch.isfinite(module.feat_mean).all())
+
+    def set_feature_stats(self, mean: torch.Tensor,
+                          std: torch.Tensor) -> None:
+        """Set the z-score statistics ``(D,)`` (training mean and std)."""
+        if self.normalize != 'zscore':
+            raise RuntimeError('LinearProbe.set_feature_stats: the probe '
+                               f'normalises with {self.normalize!r}, not '
+                               "'zscore'")
+        for name, value in (('mean', mean), ('std', std)):
+            if value.shape != (self.in_dim, ):
+                raise ValueError(f'LinearProbe: {name} must have shape '
+                                 f'({self.in_dim},), got '
+                                 f'{tuple(value.shape)}')
+        self.feat_mean.copy_(mean.to(self.feat_mean))
+        self.feat_std.copy_(std.to(self.feat_std))
+        self._stats_ready = True
+
+    @torch.no_grad()
+    def fit_feature_stats(self) -> None:
+        """Compute the z-score statistics from ``stats_file``."""
+        if not self.stats_file:
+            raise RuntimeError(
+                "LinearProbe: normalize='zscore' needs the training "
+                'statistics: set stats_file (the training feature file), '
+                'load a trained probe checkpoint or call set_feature_stats')
+        data = load_feature_file(self.stats_file, what='LinearProbe')
+        feats = data['feats']
+        if feats.shape[1] != self.in_dim:
+            raise ValueError(
+                f'LinearProbe: {self.stats_file} holds {feats.shape[1]}-d '
+                f'features, the probe takes in_dim={self.in_dim}')
+        # all rows of the file, as PLP's mean.pt / std.pt
+        self.set_feature_stats(*feature_stats(feats))
+        print_log(
+            f'LinearProbe: z-score statistics of {feats.shape[0]} '
+            f'{data["meta"]["feature"]} features of {self.stats_file}',
+            logger='current')
 
     # ---------------------------------------------------------- helpers
     def _stack(self, inputs) -> torch.Tensor:
@@ -116,8 +219,13 @@ class LinearProbe(BaseModel):
 
     def logits(self, inputs) -> torch.Tensor:
         """``(B, C)`` logits of :func:`probe_logits`."""
+        if not self._stats_ready:
+            self.fit_feature_stats()
+        zscore = self.normalize == 'zscore'
         return probe_logits(
-            self._stack(inputs), self.fc.weight, self.fc.bias)
+            self._stack(inputs), self.fc.weight, self.fc.bias,
+            self.normalize, self.feat_mean if zscore else None,
+            self.feat_std if zscore else None)
 
     # ------------------------------------------------------------ modes
     def forward(self, inputs, data_samples: Targets = None,
