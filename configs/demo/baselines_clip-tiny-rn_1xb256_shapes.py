@@ -1,6 +1,6 @@
 # One OoD table on the CPU demo: zero-shot scores (MCM, NegLabel), the probes
 # (PLP and supervised linear probing: MSP / energy of their logits) and the
-# feature-space baselines (Mahalanobis, kNN), all on the image embeddings
+# feature-space baselines (Mahalanobis, kNN), all on the image features
 # of the demo CLIP trained by configs/demo/cma_clip-tiny-rn_1xb64_shapes.py.
 #   CKPT=work_dirs/cma_clip-tiny-rn_1xb64_shapes/epoch_20.pth
 #   python tools/train.py configs/demo/cma_clip-tiny-rn_1xb64_shapes.py
@@ -46,7 +46,8 @@ model = dict(
             score='msp',
             name='LinearProbe-MSP'),
         dict(type='MahalanobisScorer', train_features=train_features),
-        dict(type='KNNScorer', train_features=train_features, k=10),
+        # PLP's k = 1 (cosine similarity)
+        dict(type='KNNScorer', train_features=train_features, k=1),
     ])
 # a test-only config
 train_dataloader = None

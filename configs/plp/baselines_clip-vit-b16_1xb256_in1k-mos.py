@@ -7,9 +7,11 @@
 #   python tools/train.py configs/plp/plp_clip-vit-b16_1xb8192_in1k.py
 #   python tools/train.py configs/linear-probe/linear-probe_clip-vit-b16_1xb8192_in1k.py
 #   python tools/test.py configs/plp/baselines_clip-vit-b16_1xb256_in1k-mos.py
-# The probes and the fitted baselines refuse embeddings of another image
+# The probes and the fitted baselines refuse features of another image
 # tower (check_encoder): for CMA-fine-tuned weights extract features with
-# its checkpoint and train the probes on those.
+# its checkpoint and train the probes on those. They work on the tower's
+# pre-projection features (ln_post of the class token), which they read
+# off the classifier's forward with a hook.
 _base_ = [
     '../_base_/models/clip_vit-b16.py',
     '../_base_/datasets/imagenet_ood_mos.py',
@@ -38,13 +40,15 @@ model = dict(
         _probe(plp_probe, 'energy', 'PLP-Energy'),
         _probe(linear_probe, 'msp', 'LinearProbe-MSP'),
         _probe(linear_probe, 'energy', 'LinearProbe-Energy'),
+        # PLP's settings on the cached pre-projection features: class
+        # means, the mean of the per-class unbiased covariances, inverted;
+        # kNN with k = 1 on the cosine similarity
         dict(type='MahalanobisScorer', train_features=train_features),
         dict(
             type='MahalanobisScorer',
             train_features=train_features,
             relative=True),
-        # k and the reduction are free choices here, not a published setting
-        dict(type='KNNScorer', train_features=train_features, k=50),
+        dict(type='KNNScorer', train_features=train_features, k=1),
     ],
 )
 test_dataloader = {{_base_.ood_test_dataloader}}

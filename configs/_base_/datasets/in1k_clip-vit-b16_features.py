@@ -1,7 +1,10 @@
-# Cached OpenAI CLIP ViT-B/16 embeddings of ImageNet-1k for the probing
-# baselines (PLP, linear probing, Mahalanobis, kNN).
-# 1. Encode train and val once (about 1.3 GB + 50 MB in float16; re-running
-#    reuses the files):
+# Cached OpenAI CLIP ViT-B/16 image features of ImageNet-1k for the probing
+# baselines (PLP, linear probing, Mahalanobis, kNN), as PLP's gen_embeds.py
+# stores them: the image tower's output BEFORE its projection (open_clip
+# proj=None: ln_post of the class token, 768-d; `features @ proj` is the
+# 512-d embedding), un-normalised, float32 (PLP: `model(images).float()`).
+# 1. Encode train and val once (about 3.9 GB + 150 MB; re-running reuses
+#    the files):
 #      python tools/extract_features.py CONFIG     (any config using this)
 #    or distributed:
 #      torchrun --nproc_per_node 8 tools/extract_features.py CONFIG \
@@ -10,8 +13,10 @@
 # Images go through CLIP's test preprocessing (224 px, bicubic, centre
 # crop), also for the training set. The train file also holds PLP's
 # pseudo-labels: the argmax of the zero-shot classifier built from the
-# 5-prompt ensemble (cma_ood.models.PLP_TEMPLATES) over
-# IMAGENET_SIMPLE_CATEGORIES.
+# 5-prompt ensemble (cma_ood.models.PLP_TEMPLATES) over PLP's class names,
+# the first synonym of each entry of mmpretrain's IMAGENET_CATEGORIES
+# ('tench, Tinca tinca' -> 'tench'; loaders/datasets.py: get_class_names),
+# applied to the projected features.
 feature_root = 'data/features/clip-vit-b16_openai'
 train_feature_file = feature_root + '/in1k_train.pt'
 val_feature_file = feature_root + '/in1k_val.pt'
@@ -50,7 +55,11 @@ feature_extraction = dict(
         pretrained='openai',
         classnames='imagenet',
         ood_scorers=[]),
-    dtype='float16',
+    feature='pre_projection',
+    # PLP's names for the pseudo-labels (the model's 'imagenet' alias is
+    # IMAGENET_SIMPLE_CATEGORIES, the names of CMA / NegLabel)
+    classnames='imagenet_first_synonym',
+    dtype='float32',
     splits=dict(
         train=dict(dataloader=_images('train'), out_file=train_feature_file),
         val=dict(dataloader=_images('val'), out_file=val_feature_file)),
@@ -63,15 +72,19 @@ def _cached(feature_file, target, batch_size, shuffle):
         num_workers=4,
         persistent_workers=True,
         pin_memory=True,
+        drop_last=False,
         collate_fn=dict(type='default_collate'),
         sampler=dict(type='DefaultSampler', shuffle=shuffle),
         dataset=dict(
             type='CachedFeatureDataset',
             feature_file=feature_file,
+            feature='pre_projection',
             target=target))
 
 
-# probes: target='labels' (linear probing) or 'pseudo_labels' (PLP)
+# probes: target='labels' (linear probing) or 'pseudo_labels' (PLP); PLP's
+# train loader: batch 8192 (run_plp.sh), shuffled, the last partial batch
+# kept (157 iterations per epoch)
 train_dataloader = _cached(train_feature_file, 'labels', 8192, True)
 # the ID accuracy of a probe is always measured against the true labels
 val_dataloader = _cached(val_feature_file, 'labels', 8192, False)

@@ -1,5 +1,9 @@
-# Cached embeddings of the demo shapes (train and val) from the tiny demo
-# CLIP, for the probing baselines on the CPU. The CLIP is the one trained
+# Cached image features of the demo shapes (train and val) from the tiny
+# demo CLIP, for the probing baselines on the CPU. As PLP: the image tower's
+# output before its projection, un-normalised; the tiny CLIP's tower is a
+# ResNet, which (like open_clip's, where PLP's proj=None changes nothing)
+# has no separate projection: its pre-projection features are its 64-d
+# embeddings. The CLIP is the one trained
 # by configs/demo/cma_clip-tiny-rn_1xb64_shapes.py: pass its checkpoint,
 #   python tools/extract_features.py CONFIG \
 #       work_dirs/cma_clip-tiny-rn_1xb64_shapes/epoch_20.pth
@@ -34,6 +38,7 @@ feature_extraction = dict(
         train_template='a photo of a {}',
         test_template='a photo of a {}',
         ood_scorers=[]),
+    feature='pre_projection',
     dtype='float32',
     splits=dict(
         train=dict(dataloader=_shapes('train', 400),
@@ -46,11 +51,13 @@ def _cached(feature_file, target, shuffle):
     return dict(
         batch_size=256,
         num_workers=0,
+        drop_last=False,
         collate_fn=dict(type='default_collate'),
         sampler=dict(type='DefaultSampler', shuffle=shuffle),
         dataset=dict(
             type='CachedFeatureDataset',
             feature_file=feature_file,
+            feature='pre_projection',
             target=target))
 
 

@@ -1,35 +1,32 @@
-# Probe schedule of PLP (TMLR 2024) and linear probing: 100 epochs, cosine
-# with a 10% (10-epoch) linear warm-up, both stepped every iteration. The
-# optimizer is a free choice of this config (the reference schedule fixes
-# only epochs, batch size and the lr shape): AdamW, lr 1e-3, no weight
-# decay, for a batch of 8192. Override e.g.
-#   --cfg-options optim_wrapper.optimizer.lr=3e-3
-#   --cfg-options optim_wrapper.optimizer.type=SGD \
-#       optim_wrapper.optimizer.momentum=0.9
+# Probe schedule of PLP (TMLR 2024; linear_probing.py, run_plp.sh) for PLP
+# and supervised linear probing, the published defaults:
+# - Adam (torch.optim.Adam: weight decay is the coupled L2 penalty, not
+#   AdamW's decoupled one) with weight decay 1e-3 on all parameters;
+# - lr = 1e-3 * batch / 256 (linear_probing.py: get_optimizer), 0.032 at
+#   the ImageNet batch of 8192; `--auto-scale-lr` keeps this rule for other
+#   batch sizes (base_batch_size below), and configs with another batch set
+#   the lr by the same rule;
+# - 100 epochs of ceil(N / batch) iterations (shuffled, last batch kept),
+#   PLP's cosine_scheduler_iter: lr rising linearly from 0 over the first
+#   int(0.1 * T) of the T iterations, then a cosine to 0, set every
+#   iteration (PLPWarmupCosineLR).
 max_epochs = 100
-warmup_epochs = 10
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0),
+    # lr = 1e-3 * 8192 / 256 for the batch of 8192
+    optimizer=dict(type='Adam', lr=0.032, weight_decay=1e-3),
 )
 param_scheduler = [
     dict(
-        type='LinearLR',
-        start_factor=1e-3,
+        type='PLPWarmupCosineLR',
+        warmup_ratio=0.1,
         by_epoch=True,
         begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=0,
-        by_epoch=True,
-        begin=warmup_epochs,
         end=max_epochs,
         convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-# lr above is for 8192 samples per iteration; `--auto-scale-lr` rescales it
+# the lr above is for 8192 samples per iteration
 auto_scale_lr = dict(base_batch_size=8192)
