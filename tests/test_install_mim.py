@@ -67,3 +67,26 @@ def test_mim_train_and_test(installed, tmp_path):
               str(ckpt), '--work-dir', str(work), '--cfg-options', *FAST[4:],
               cwd=tmp_path)
     assert 'ID top-1 accuracy' in out and 'unseen_shapes' in out
+
+
+def test_mim_test_zero_shot_with_checkpoint_none(installed, tmp_path):
+    """mim test insists on --checkpoint; "none" tests the weights the config
+    builds (zero-shot), and tools/test.py warns when they are random."""
+    out = mim(installed, 'test', 'cma_ood', CONFIG, '--checkpoint', 'none',
+              '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+              *FAST[4:], cwd=tmp_path)
+    assert 'ID top-1 accuracy' in out and 'unseen_shapes' in out
+    assert 'Testing a randomly initialised model' in out
+
+
+def test_mim_needs_the_py_suffix(installed, tmp_path):
+    """What README says: mim finds a config by its file name, .py included
+    (mim's own lookup; a name without it is not found)."""
+    env = dict(os.environ, PYTHONPATH=str(installed), PYTHONWARNINGS='ignore')
+    exe = osp.join(osp.dirname(sys.executable), 'mim')
+    proc = subprocess.run(
+        [exe, 'train', 'cma_ood', CONFIG[:-3]], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "can not find the config file in codebase" in (
+        proc.stdout + proc.stderr)

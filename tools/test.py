@@ -19,8 +19,9 @@ def parse_args():
         'checkpoint',
         nargs='?',
         default=None,
-        help='checkpoint file; omit to test the weights the config builds '
-        '(e.g. zero-shot OpenAI CLIP)')
+        help='checkpoint file; omit it, or give "none" (what `mim test '
+        '... --checkpoint none` passes), to test the weights the config '
+        'builds (e.g. zero-shot OpenAI CLIP)')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument(
         '--out', help='dump per-sample predictions to this pickle file')
@@ -43,6 +44,8 @@ def parse_args():
     add_trust_checkpoint_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.checkpoint is not None and args.checkpoint.lower() == 'none':
+        args.checkpoint = None
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -73,6 +76,12 @@ def main():
         raise ValueError(f'--out must be a .pkl/.pickle file: {args.out}')
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
+    if cfg.load_from is None and cfg.model.get('pretrained', 0) is None:
+        runner.logger.warning(
+            'Testing a randomly initialised model: no checkpoint was given '
+            'and model.pretrained is None. Pass a checkpoint, or set '
+            "model.pretrained='openai' (or a weights file) for zero-shot "
+            'CLIP; the numbers below mean nothing otherwise.')
     if args.out is not None:
         mmengine.mkdir_or_exist(osp.dirname(osp.abspath(args.out)))
         runner.test_evaluator.metrics.append(
