@@ -92,6 +92,41 @@ def test_metrics_match_ood_metrics_per_set_mean_and_group(tmp_path):
                                f'{score}_{src}.png') > 1000
 
 
+def test_direct_use_writes_pdfs_and_summary_and_keeps_results(tmp_path):
+    samples = make_samples(seed=7)
+    metric = OoDMetric(out_dir=str(tmp_path), protocol='cma')
+    metric.dataset_meta = META
+    metric.process({}, samples)
+    got = metric.evaluate(len(samples))
+    plot_dir = tmp_path / 'ood_plots'
+    assert sorted(p.name for p in plot_dir.iterdir()) == sorted(
+        f'{stem}.{ext}' for stem in ['summary'] + [
+            f'{s}_{src}' for s in 'AB' for src in ('near', 'far1', 'far2')]
+        for ext in ('png', 'pdf'))
+    with open(tmp_path / 'ood_results.json') as f:
+        assert json.load(f) == metric.last_report
+    assert 'provenance' not in metric.last_report  # only OoDOutputHook adds it
+    assert metric.last_report['scores']['A']['far']['AUROC'] == pytest.approx(
+        got['ood/A/far/AUROC'])
+    assert list(metric.last_scores) == ['A', 'B']
+    assert list(metric.last_scores['A']) == ['ID', 'near', 'far1', 'far2']
+    want = np.array([float(s['ood_scores']['B']) for s in samples
+                     if s['ood_source'] == 'far2'])
+    np.testing.assert_array_equal(metric.last_scores['B']['far2'], want)
+
+
+def test_deferred_outputs_are_left_to_the_hook(tmp_path):
+    samples = make_samples(seed=8)
+    metric = OoDMetric(out_dir=str(tmp_path))
+    metric.defer_outputs = True
+    metric.dataset_meta = META
+    metric.process({}, samples)
+    got = metric.evaluate(len(samples))
+    assert_metrics_equal(got, expected(samples))
+    assert list(tmp_path.iterdir()) == []
+    assert metric.last_report['metric_protocol'] == 'mos'
+
+
 def test_duplicates_count_once():
     samples = make_samples(seed=1)
     padded = samples + samples[:5] + samples[-3:]

@@ -1,7 +1,4 @@
 """OoD detection metric over a multi-source test set (``OoDConcatDataset``)."""
-import json
-import os
-import os.path as osp
 from collections import OrderedDict, defaultdict
 from io import StringIO
 from typing import Dict, List, Optional, Sequence
@@ -12,7 +9,7 @@ from mmengine.logging import print_log
 from mmpretrain.registry import METRICS
 
 from .functional import check_protocol, ood_metrics
-from .plots import save_ood_plot
+from .outputs import write_ood_outputs
 
 METRIC_KEYS = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
 
@@ -43,14 +40,25 @@ class OoDMetric(BaseMetric):
 
     Results: ``{score}/{ood set}/{metric}``, ``{score}/mean/{metric}`` (mean
     over the OoD sets), ``{score}/{group}/{metric}`` for the dataset's
-    ``ood_groups`` and ``accuracy/top1``. A table per score is logged; with
-    an ``out_dir`` (``OoDOutputHook`` sets it to the run's log dir), the
-    full results go to ``ood_results.json`` and, per score and OoD set, a
-    ROC curve and ID-vs-OoD histogram to ``ood_plots/{score}_{set}.png``.
+    ``ood_groups`` and ``accuracy/top1``. A table per score is logged.
+
+    After each evaluation (on the main process) the metric keeps
+    :attr:`last_report` (the JSON report: ``id_source``,
+    ``metric_protocol``, ``scores``, ``num_samples``, ``id_accuracy_top1``
+    and ``skipped_images`` where present) and :attr:`last_scores`
+    (``{score: {dataset: (n,) float64 scores}}``, ID set included, in
+    dataset order). The files are written from them by
+    :func:`cma_ood.evaluation.outputs.write_ood_outputs`: ``ood_results.json``
+    and, per score and OoD set, ROC + histogram plots
+    ``ood_plots/{score}_{set}.png`` / ``.pdf`` plus ``ood_plots/summary``.
+    In a runner, :class:`~cma_ood.engine.hooks.OoDOutputHook` sets
+    :attr:`defer_outputs` and writes them itself into ``out_dir`` (default:
+    the run's log dir), adding the run's ``provenance`` to the JSON;
+    otherwise the metric writes them when ``out_dir`` is set.
 
     Args:
         out_dir (str, optional): where to write JSON and plots.
-        save_plots (bool): write the PNG plots. Defaults to True.
+        save_plots (bool): write the PNG/PDF plots. Defaults to True.
         protocol (str): metric convention, ``'mos'`` (ID positive, FPR95 at
             the ID recall closest to 95%, AUPR = average precision; the
             default), ``'cma'`` (CMA's ``utils/metrics.py``: ID positive,
@@ -74,6 +82,12 @@ class OoDMetric(BaseMetric):
         self.out_dir = out_dir
         self.save_plots = save_plots
         self.protocol = check_protocol(protocol, owner='OoDMetric')
+        #: True when a hook (OoDOutputHook) writes the files instead.
+        self.defer_outputs = False
+        #: JSON report of the last evaluation (None before the first).
+        self.last_report: Optional[dict] = None
+        #: {score: {dataset: (n,) float64}} of the last evaluation.
+        self.last_scores: Optional[Dict[str, Dict[str, np.ndarray]]] = None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for ds in data_samples:
@@ -127,6 +141,7 @@ class OoDMetric(BaseMetric):
             report['skipped_images'] = dict(skipped)
         if acc:
             metrics['accuracy/top1'] = 100.0 * float(np.mean(acc))
+        score_arrays = OrderedDict()
         for name, by_source in scores.items():
             if id_source not in by_source:
                 raise ValueError(f'OoDMetric: no ID samples ({id_source!r}) '
@@ -156,30 +171,20 @@ class OoDMetric(BaseMetric):
                     metrics[f'{name}/{source}/{key}'] = vals[key]
             report['scores'][name] = summary
             report['num_samples'] = {s: len(v) for s, v in arrays.items()}
-            if self.out_dir and self.save_plots:
-                for source in per_set:
-                    save_ood_plot(
-                        arrays[id_source], arrays[source],
-                        osp.join(self.out_dir, 'ood_plots',
-                                 f'{_safe(name)}_{_safe(source)}.png'),
-                        title=f'{name}: {id_source} vs {source}')
+            score_arrays[name] = arrays
         if acc:
             report['id_accuracy_top1'] = metrics['accuracy/top1']
+        self.last_report, self.last_scores = report, score_arrays
         print_log('\n' + format_ood_table(report), logger='current')
-        if self.out_dir:
-            os.makedirs(self.out_dir, exist_ok=True)
-            with open(osp.join(self.out_dir, 'ood_results.json'), 'w') as f:
-                json.dump(report, f, indent=2)
+        if self.out_dir and not self.defer_outputs:
+            write_ood_outputs(report, score_arrays, self.out_dir,
+                              save_plots=self.save_plots)
         return metrics
 
 
 def _mean(per_set) -> Dict[str, float]:
     per_set = list(per_set)
     return {k: float(np.mean([m[k] for m in per_set])) for k in METRIC_KEYS}
-
-
-def _safe(name: str) -> str:
-    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
 
 
 def format_ood_table(report: dict) -> str:
