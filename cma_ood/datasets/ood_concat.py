@@ -175,10 +175,17 @@ class OoDConcatDataset(Dataset):
                 'see docs/data_preparation.md')
         try:
             return DATASETS.build(dataset)
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, AssertionError) as err:
+            # mmpretrain reports bad folders with assertions, e.g.
+            # ImageNet's "number of subfolders (6) doesn't match ... (1000)"
+            hint = ''
+            if 'number of specified classes' in str(err):
+                hint = ('; for your own class folders use '
+                        "type='CustomDataset' (class names from the folder "
+                        'names, docs/custom_data.md)')
             raise _with_context(
                 err, f'OoDConcatDataset: cannot build {self._describe(name)} '
-                f'({dataset.get("type")}): {err}') from err
+                f'({dataset.get("type")}): {err}{hint}') from err
 
     def full_init(self) -> None:
         if self._fully_initialized:
