@@ -42,12 +42,16 @@ def test_config_loads_and_builds(path):
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
     else:
-        # a probe on cached embeddings (configs/plp, configs/linear-probe):
-        # its input size is the embedding size of the CLIP that its
-        # feature_extraction section encodes the images with
+        # a probe on cached features (configs/plp, configs/linear-probe):
+        # its input size is the size of the (by default pre-projection)
+        # features of the CLIP its feature_extraction section encodes the
+        # images with
         extraction = cfg.feature_extraction
         clip_model = MODELS.build(dict(extraction.model, pretrained=None))
-        assert model.in_dim == clip_model.clip.text_projection.shape[1]
+        from cma_ood.models.clip_vision import image_feature_dim
+        assert model.in_dim == image_feature_dim(
+            clip_model.clip.visual,
+            extraction.get('feature', 'pre_projection'))
         for split in extraction.splits.values():
             assert clip_model.clip.visual.input_resolution == _crop_size(
                 split.dataloader)
