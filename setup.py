@@ -79,6 +79,9 @@ if __name__ == '__main__':
         package_data={'cma_ood': ['.mim/**/*']},
         install_requires=read_requirements('runtime.txt') +
         read_requirements('mminstall.txt'),
-        extras_require=dict(tests=read_requirements('tests.txt')),
+        extras_require=dict(
+            tests=read_requirements('tests.txt'),
+            # TensorboardVisBackend (README "Logging to TensorBoard")
+            tensorboard=read_requirements('tensorboard.txt')),
         zip_safe=False,
     )

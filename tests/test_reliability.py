@@ -143,7 +143,12 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     out = resumed.stdout + resumed.stderr
     epoch, batch = divmod(resumed_from, 5)
     assert f'resumed epoch: {epoch}, iter: {resumed_from}' in out
-    assert f'Resuming epoch {epoch + 1} at batch {batch + 1} of 5' in out
+    # our line counts completed epochs as MMEngine's does, and names the
+    # 1-based epoch the training log continues with
+    assert (f'Resumed at iteration {resumed_from} after {epoch} completed '
+            f'epoch(s): continuing with batch {batch + 1} of 5 of epoch '
+            f'{epoch + 1} (logged as Epoch(train) [{epoch + 1}])') in out
+    assert f'Epoch(train) [{epoch + 1}][{batch + 1}/5]' in out
 
     final_full = safe_torch_load(str(full / 'iter_15.pth'))
     final_resumed = safe_torch_load(str(work / 'iter_15.pth'))

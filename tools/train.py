@@ -2,6 +2,7 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -71,7 +72,9 @@ def merge_args(cfg: Config, args) -> Config:
         from cma_ood.engine import amp_optim_wrapper_cfg
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper)
     if args.resume == 'auto':
-        cfg.resume = True
+        # MMEngine would log "resumed from the latest checkpoint None" for
+        # a work dir without checkpoints; say it starts from scratch instead
+        cfg.resume = osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint'))
         cfg.load_from = None
     elif args.resume is not None:
         cfg.resume = True
@@ -95,11 +98,31 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def resume_command(args, cfg) -> str:
+    """The command that resumes this run from its latest checkpoint."""
+    parts = ['python tools/train.py', args.config, '--work-dir', cfg.work_dir,
+             '--resume']
+    if args.launcher != 'none':
+        parts = [f'(your {args.launcher} launcher with)'] + parts + [
+            '--launcher', args.launcher]
+    return ' '.join(parts)
+
+
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    if args.resume == 'auto' and not cfg.resume:
+        runner.logger.info(
+            f'--resume: no checkpoint in {cfg.work_dir} yet, starting from '
+            'scratch')
+    try:
+        runner.train()
+    except KeyboardInterrupt:
+        done = (f'after {runner.epoch} completed epoch(s), iteration '
+                f'{runner.iter}')
+        sys.exit(f'Interrupted {done}. Resume from the last checkpoint in '
+                 f'{cfg.work_dir} with: {resume_command(args, cfg)}')
 
 
 if __name__ == '__main__':

@@ -205,9 +205,13 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if done == 0:
             batches = self.dataloader
         else:
+            # MMEngine's "resumed epoch: E, iter: I" counts completed
+            # epochs; say both, as the training log numbers epochs from 1
             print_log(
-                f'Resuming epoch {self._epoch + 1} at batch {done + 1} of '
-                f'{len(self.dataloader)}', logger='current')
+                f'Resumed at iteration {self._iter} after {self._epoch} '
+                f'completed epoch(s): continuing with batch {done + 1} of '
+                f'{len(self.dataloader)} of epoch {self._epoch + 1} (logged '
+                f'as Epoch(train) [{self._epoch + 1}])', logger='current')
             batches = remaining_batches_loader(self.dataloader, done) \
                 if done < len(self.dataloader) else []
         for idx, data_batch in enumerate(batches, start=done):

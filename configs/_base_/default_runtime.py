@@ -21,8 +21,11 @@ custom_hooks = [
     # CMA's schedule length epochs * (N // B + 1) from the training set
     # (only acts on CMAWarmupCosineLR schedulers without cycle_iters)
     dict(type='CMAScheduleHook'),
-    # OoDMetric writes ood_results.json and plots into the run's log dir
+    # OoDOutputHook writes OoDMetric's ood_results.json (with the run's
+    # provenance) and plots into the run's log dir
     dict(type='OoDOutputHook'),
+    # val/test progress every 10 s (LoggerHook: every 100 iterations)
+    dict(type='ProgressHook', interval_s=10),
     # load_from / resume / tools/test.py refuse checkpoints of another
     # architecture (MMEngine would only warn and keep random weights)
     dict(type='CheckpointMatchHook'),
