@@ -6,7 +6,7 @@ from mmpretrain.structures import DataSample
 
 import cma_ood  # noqa: F401  (registers components)
 from cma_ood.models import MultiModalClassifier, cma_loss
-from cma_ood.models.clip_builder import tokenize
+from cma_ood.models.multimodal.clip_builder import tokenize
 
 CLASSES = ['circle', 'square', 'triangle', 'star']
 
@@ -189,3 +189,24 @@ def test_imagenet_alias_gives_simple_categories():
     assert model.test_tokens.shape == (1000, model.context_length)
     # tokenised once at construction, not saved in checkpoints
     assert 'test_tokens' not in model.state_dict()
+
+
+def test_any_loss_is_called_through_forward():
+    """The classifier calls ``loss(img, txt, scale, output_dict=True)``: a
+    loss returning a tensor (e.g. one without parts) gives ``loss`` alone,
+    CMALoss its logged parts too."""
+    import torch.nn as nn
+    from mmpretrain.registry import MODELS
+
+    @MODELS.register_module(force=True)
+    class SquaredScaleLoss(nn.Module):
+
+        def forward(self, image_embeds, text_embeds, logit_scale,
+                    output_dict=False):
+            return (image_embeds * text_embeds).sum() * 0 + logit_scale**2
+
+    model = make_model(loss=dict(type='SquaredScaleLoss'))
+    data = batch(model, [0, 1, 2])
+    out = model(data['inputs'], data['data_samples'], mode='loss')
+    assert set(out) == {'loss', 'logit_scale'}
+    torch.testing.assert_close(out['loss'], model.logit_scale()**2)

@@ -91,7 +91,7 @@ def test_errors_name_the_culprit(tmp_path):
 
 
 def test_long_prompt_is_an_error_not_a_truncation():
-    from cma_ood.models.clip_builder import tokenize
+    from cma_ood.models.multimodal.clip_builder import tokenize
     with pytest.raises(ValueError, match='longer than the context length 8'):
         tokenize(['a photo of a very very long class name here'], 8)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cma_ood.models import MultiModalClassifier, build_clip
-from cma_ood.models.clip_builder import tokenize
-from cma_ood.models.clip_text import encode_text_truncated, text_length
+from cma_ood.models.multimodal.clip_builder import tokenize
+from cma_ood.models.multimodal.clip_text import encode_text_truncated, text_length
 
 PROMPTS = ['a photo of a cat', 'the nice electric ray',
            'This is a very small and quite interesting photo', 'x', '']

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cma_ood.models import MultiModalClassifier, build_clip
-from cma_ood.models.clip_attention import self_attention
-from cma_ood.models.clip_vision import encode_image_vit, is_clip_vit, patch_embed
+from cma_ood.models.multimodal.clip_attention import self_attention
+from cma_ood.models.multimodal.clip_vision import encode_image_vit, is_clip_vit, patch_embed
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

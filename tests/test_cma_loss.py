@@ -113,10 +113,10 @@ def test_value_and_grads_match_reference(B, lam, D, scale, dup):
 
 @pytest.mark.parametrize('lam', [0.0, 0.001, 0.5, 3.0])
 @pytest.mark.parametrize('B', [1, 2, 7, 32])
-def test_forward_parts_match_reference(B, lam):
+def test_forward_dict_parts_match_reference(B, lam):
     img, txt, s = make_inputs(B, 8, 1 / 0.07, seed=7 + B, dup=B > 3)
     img.requires_grad_(True)
-    parts = CMALoss(lam=lam).forward_parts(img, txt, s)
+    parts = CMALoss(lam=lam)(img, txt, s, output_dict=True)
     assert set(parts) >= {'loss', 'contrastive', 'alignment'}
     ref = ref_parts(img.detach(), txt, s, lam)
     contrastive = (ref['ce_img'] + ref['ce_txt']) / 2
@@ -137,12 +137,12 @@ def test_forward_parts_match_reference(B, lam):
         assert v.ndim == 0
 
 
-def test_forward_equals_forward_parts_loss():
+def test_forward_scalar_equals_the_dict_loss():
     img, txt, s = make_inputs(9, 12, 30.0, seed=3)
     crit = CMALoss(lam=0.25)
     torch.testing.assert_close(
         crit(img, txt, s),
-        crit.forward_parts(img, txt, s)['loss'],
+        crit(img, txt, s, output_dict=True)['loss'],
         rtol=0,
         atol=0)
 
@@ -165,7 +165,7 @@ def test_closed_form_identical_embeddings(B, lam, scale):
         torch.testing.assert_close(ref[k], exp_ce, **TOL)
     for k in ('cma_img', 'cma_txt'):
         torch.testing.assert_close(ref[k], exp_cma, **TOL)
-    parts = CMALoss(lam=lam).forward_parts(img, txt, s)
+    parts = CMALoss(lam=lam)(img, txt, s, output_dict=True)
     torch.testing.assert_close(parts['contrastive'], exp_ce, **TOL)
     torch.testing.assert_close(parts['alignment'], exp_cma, **TOL)
     torch.testing.assert_close(parts['loss'], exp_ce + lam * exp_cma, **TOL)
@@ -187,7 +187,7 @@ def test_lam_zero_is_plain_clip_loss(B):
     torch.testing.assert_close(gs, rgs, **TOL)
     # the contrastive part is the CLIP loss whatever lam is
     torch.testing.assert_close(
-        CMALoss(lam=3.0).forward_parts(img, txt, s)['contrastive'], rv, **TOL)
+        CMALoss(lam=3.0)(img, txt, s, output_dict=True)['contrastive'], rv, **TOL)
 
 
 def test_reference_ce_matches_manual_softmax():
@@ -296,7 +296,7 @@ def test_shape_mismatch_raises(shape_i, shape_t):
     with pytest.raises(ValueError):
         crit(img, txt, s)
     with pytest.raises(ValueError):
-        crit.forward_parts(img, txt, s)
+        crit(img, txt, s, output_dict=True)
 
 
 def test_registered_in_mmpretrain_models():

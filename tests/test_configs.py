@@ -48,7 +48,7 @@ def test_config_loads_and_builds(path):
         # images with
         extraction = cfg.feature_extraction
         clip_model = MODELS.build(dict(extraction.model, pretrained=None))
-        from cma_ood.models.clip_vision import image_feature_dim
+        from cma_ood.models.multimodal.clip_vision import image_feature_dim
         assert model.in_dim == image_feature_dim(
             clip_model.clip.visual,
             extraction.get('feature', 'pre_projection'))

@@ -7,7 +7,7 @@ from mmpretrain.structures import DataSample
 
 import cma_ood  # noqa: F401  (registers components)
 from cma_ood.models import CLIPDataPreprocessor, MultiModalClassifier
-from cma_ood.models.multimodal_classifier import CLIP_MEAN, CLIP_STD
+from cma_ood.models.multimodal.classifier import CLIP_MEAN, CLIP_STD
 
 ARGS = dict(mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
 

@@ -145,7 +145,7 @@ def _run_loss_case(rank, sizes, lam, D, scale, dup, seed):
     cma_mod.cma_loss_terms = recording_terms
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            parts = CMALoss(lam=lam).forward_parts(img, txt, s)
+            parts = CMALoss(lam=lam)(img, txt, s, output_dict=True)
     finally:
         cma_mod.cma_loss_terms = orig_terms
     parts['loss'].backward()
@@ -331,7 +331,7 @@ def test_mean_loss_and_grads_equal_single_process(dist_results, name):
     _close(sum(r['grad_scale'] for r in res) / W, g_s)
 
     # the logged parts average to the single-process parts too
-    parts = CMALoss(lam=lam).forward_parts(img_g, txt_g, s)
+    parts = CMALoss(lam=lam)(img_g, txt_g, s, output_dict=True)
     _close(sum(r['contrastive'] for r in res) / W, parts['contrastive'])
     _close(sum(r['alignment'] for r in res) / W, parts['alignment'])
 

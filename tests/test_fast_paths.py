@@ -13,7 +13,7 @@ from mmpretrain.structures import DataSample
 import cma_ood  # noqa: F401
 from cma_ood.engine import AutoAmpOptimWrapper, BF16OptimWrapper
 from cma_ood.models import MultiModalClassifier
-from cma_ood.models.clip_builder import tokenize
+from cma_ood.models.multimodal.clip_builder import tokenize
 
 CLASSES = ['circle', 'square', 'triangle', 'star', 'a much longer name']
 

@@ -1,4 +1,4 @@
-"""Tests of NegLabel mining and scoring (cma_ood.models.neglabel)."""
+"""Tests of NegLabel mining and scoring (cma_ood.models.ood_scorers.functional.neglabel)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cma_ood.models.neglabel import (label_affinity, mine_negative_labels,
+from cma_ood.models.ood_scorers.functional.neglabel import (label_affinity, mine_negative_labels,
                                      neglabel_group_indices, neglabel_score)
 
 

@@ -12,9 +12,10 @@ from mmengine.config import Config
 import cma_ood  # noqa: F401  (registers the components)
 from cma_ood.datasets.wordnet import DEFAULT_LEXNAMES
 from cma_ood.models import MultiModalClassifier, NegLabelScorer
-from cma_ood.models import neglabel_scorer as nls
-from cma_ood.models.clip_builder import tokenize
-from cma_ood.models.neglabel import mine_negative_labels, neglabel_score
+from cma_ood.datasets import neglabel_candidates as cands
+from cma_ood.models.ood_scorers import neglabel as nls
+from cma_ood.models.multimodal.clip_builder import tokenize
+from cma_ood.models.ood_scorers.functional.neglabel import mine_negative_labels, neglabel_score
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ['cat', 'dog', 'car', 'tree', 'house', 'boat']
@@ -128,12 +129,12 @@ def cache_files(cache_dir):
 
 # --------------------------------------------------------------- mining
 def test_read_candidates(txt_dir):
-    nouns, adjs = nls.read_candidates(txt_dir['dir'], LEXNAMES)
+    nouns, adjs = cands.read_candidates(txt_dir['dir'], LEXNAMES)
     assert nouns == txt_dir['nouns']
     assert adjs == txt_dir['adjs']
     assert not set(nouns) & set(adjs)
     # the order of `lexnames` does not matter: files are read sorted
-    assert nls.read_candidates(txt_dir['dir'], LEXNAMES[::-1]) == (nouns,
+    assert cands.read_candidates(txt_dir['dir'], LEXNAMES[::-1]) == (nouns,
                                                                    adjs)
 
 
@@ -144,7 +145,7 @@ def test_read_candidates_equals_the_published_loader(txt_dir):
     assert '' in ref_nouns + ref_adjs
     ref_nouns = [w for w in ref_nouns if w]
     ref_adjs = [w for w in ref_adjs if w]
-    assert nls.read_candidates(txt_dir['dir'],
+    assert cands.read_candidates(txt_dir['dir'],
                                LEXNAMES) == (ref_nouns, ref_adjs)
 
 
@@ -152,9 +153,9 @@ def test_shipped_candidates_are_read_with_one_seen_set():
     """The shipped txtfiles: one seen-set across all 27 files in sorted
     order, so no word is both a noun and an adjective candidate, and the
     pools are the published loader's."""
-    nouns, adjs = nls.read_candidates(nls.default_txt_dir(),
+    nouns, adjs = cands.read_candidates(cands.default_txt_dir(),
                                       nls.DEFAULT_LEXNAMES)
-    assert (nouns, adjs) == published_loader(nls.default_txt_dir())
+    assert (nouns, adjs) == published_loader(cands.default_txt_dir())
     assert not set(nouns) & set(adjs)
     assert len(set(nouns)) == len(nouns) and len(set(adjs)) == len(adjs)
 
@@ -163,7 +164,7 @@ def test_mined_set_matches_direct_mining(txt_dir, tmp_path):
     clf = make_classifier(txt_dir['dir'], tmp_path / 'cache')
     scorer = clf.ood_scorers[0]
     assert isinstance(scorer, NegLabelScorer) and scorer.name == 'NegLabel'
-    scorer.prepare(clf)
+    scorer.prepare(clf.scorer_context())
     labels, kinds, embeds = direct_mining(clf, txt_dir['nouns'],
                                           txt_dir['adjs'])
     assert len(labels) == int(59 * 0.15) + int(40 * 0.15)
@@ -200,7 +201,7 @@ def test_cache_hit_skips_encoding(txt_dir, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     clf = make_classifier(txt_dir['dir'], cache)
     first = clf.ood_scorers[0]
-    first.prepare(clf)
+    first.prepare(clf.scorer_context())
     assert cache_files(cache) == [first.cache_file.name]
     assert first.cache_file.name.startswith('neglabel_')
 
@@ -208,7 +209,7 @@ def test_cache_hit_skips_encoding(txt_dir, tmp_path, monkeypatch):
     clf2.load_state_dict(clf.state_dict())
     calls = count_encodes(monkeypatch, clf2)
     second = clf2.ood_scorers[0]
-    second.prepare(clf2)
+    second.prepare(clf2.scorer_context())
     assert calls == []  # neither candidates nor ID prompts were encoded
     assert second.cache_file == first.cache_file
     assert second.neg_labels == first.neg_labels
@@ -221,13 +222,13 @@ def test_cache_hit_skips_encoding(txt_dir, tmp_path, monkeypatch):
 def test_cache_key_changes(txt_dir, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     base = make_classifier(txt_dir['dir'], cache)
-    base.ood_scorers[0].prepare(base)
+    base.ood_scorers[0].prepare(base.scorer_context())
     seen = {base.ood_scorers[0].cache_file}
 
     def prepare_fresh(clf, expect_hit):
         calls = count_encodes(monkeypatch, clf)
         scorer = clf.ood_scorers[0]
-        scorer.prepare(clf)
+        scorer.prepare(clf.scorer_context())
         assert bool(calls) != expect_hit
         return scorer.cache_file
 
@@ -278,7 +279,7 @@ def test_cache_key_covers_settings(txt_dir, tmp_path):
     def key(clf=clf, nouns=nouns, adjs=adjs, **kw):
         scorer = NegLabelScorer(
             txt_dir=str(txt_dir['dir']), lexnames=LEXNAMES, **kw)
-        return scorer.cache_key(clf, nouns, adjs)
+        return scorer.cache_key(clf.scorer_context(), nouns, adjs)
 
     base = key()
     assert key() == base and key(ngroup=7, temperature=1.0, seed=5) == base
@@ -306,19 +307,19 @@ def test_cache_dir_env_and_disabled(txt_dir, tmp_path, monkeypatch):
     clf = make_classifier(txt_dir['dir'], None)
     scorer = clf.ood_scorers[0]
     assert scorer.resolved_cache_dir() == tmp_path / 'env' / 'neglabel'
-    scorer.prepare(clf)
+    scorer.prepare(clf.scorer_context())
     assert scorer.cache_file.parent == tmp_path / 'env' / 'neglabel'
     assert scorer.cache_file.is_file()
 
     monkeypatch.setenv('CMA_OOD_CACHE', str(tmp_path / 'env2'))
     clf = make_classifier(txt_dir['dir'], False)
     scorer = clf.ood_scorers[0]
-    scorer.prepare(clf)
+    scorer.prepare(clf.scorer_context())
     assert scorer.cache_file is None
     assert not (tmp_path / 'env2').exists()
 
     monkeypatch.delenv('CMA_OOD_CACHE')
-    assert nls.default_cache_dir() == Path(
+    assert nls.default_cache_dir('neglabel') == Path(
         osp.expanduser('~/.cache/cma_ood/neglabel'))
 
 
@@ -326,10 +327,10 @@ def test_corrupt_cache_is_ignored(txt_dir, tmp_path):
     cache = tmp_path / 'cache'
     clf = make_classifier(txt_dir['dir'], cache)
     scorer = clf.ood_scorers[0]
-    scorer.prepare(clf)
+    scorer.prepare(clf.scorer_context())
     labels = scorer.neg_labels
     scorer.cache_file.write_bytes(b'not a torch file')
-    scorer.prepare(clf)  # mines again and rewrites the file
+    scorer.prepare(clf.scorer_context())  # mines again and rewrites the file
     assert scorer.neg_labels == labels
     data = torch.load(scorer.cache_file, weights_only=True)
     assert data['labels'] == labels
@@ -343,7 +344,7 @@ def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
                         lambda objs: sent.append(list(objs)))
     monkeypatch.setattr(nls, 'get_dist_info', lambda: (0, 2))
     clf = make_classifier(txt_dir['dir'], cache)
-    clf.ood_scorers[0].prepare(clf)  # rank 0 mines, saves, broadcasts
+    clf.ood_scorers[0].prepare(clf.scorer_context())  # rank 0 mines, saves, broadcasts
     assert sent == [[None]] and clf.ood_scorers[0].cache_file.is_file()
 
     # rank 1 waits for rank 0, then reads the cache without encoding
@@ -351,13 +352,13 @@ def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
     clf1 = make_classifier(txt_dir['dir'], cache)
     clf1.load_state_dict(clf.state_dict())
     calls = count_encodes(monkeypatch, clf1)
-    clf1.ood_scorers[0].prepare(clf1)
+    clf1.ood_scorers[0].prepare(clf1.scorer_context())
     assert calls == []
     assert clf1.ood_scorers[0].neg_labels == clf.ood_scorers[0].neg_labels
 
     # rank 1 cannot see the file (node-local cache): it mines itself
     clf1.ood_scorers[0].cache_file.unlink()
-    clf1.ood_scorers[0].prepare(clf1)
+    clf1.ood_scorers[0].prepare(clf1.scorer_context())
     assert calls and clf1.ood_scorers[0].neg_labels == \
         clf.ood_scorers[0].neg_labels
 
@@ -370,7 +371,7 @@ def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(clf0.ood_scorers[0], 'mine', fail)
     sent.clear()
     with pytest.raises(RuntimeError, match='boom'):
-        clf0.ood_scorers[0].prepare(clf0)
+        clf0.ood_scorers[0].prepare(clf0.scorer_context())
     assert 'boom' in sent[0][0]
 
     monkeypatch.setattr(nls, 'get_dist_info', lambda: (1, 2))
@@ -381,7 +382,7 @@ def test_distributed_flow(txt_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(nls, 'broadcast_object_list', receive)
     with pytest.raises(RuntimeError, match='failed on rank 0.*boom'):
         make_classifier(txt_dir['dir'], tmp_path / 'other').ood_scorers[
-            0].prepare(clf0)
+            0].prepare(clf0.scorer_context())
 
 
 def test_validation_skips_neglabel_unless_opted_in(txt_dir, tmp_path,
@@ -413,14 +414,14 @@ def test_cache_evicts_superseded_weights(txt_dir, tmp_path):
     epochs of a training run) are evicted, least recently used first."""
     cache = tmp_path / 'cache'
     first = make_classifier(txt_dir['dir'], cache, seed=0)
-    first.ood_scorers[0].prepare(first)
+    first.ood_scorers[0].prepare(first.scorer_context())
     one_entry = sum(p.stat().st_size for p in cache.glob('neglabel_*'))
     tokens = sum(p.stat().st_size for p in cache.glob('tokens-*'))
     bound = tokens + int(one_entry * 1.5)  # room for one mined entry
     for seed in (1, 2):
         clf = make_classifier(txt_dir['dir'], cache, seed=seed,
                               cache_max_bytes=bound)
-        clf.ood_scorers[0].prepare(clf)
+        clf.ood_scorers[0].prepare(clf.scorer_context())
         # only the entry of the current weights is left, next to the tokens
         assert cache_files(cache) == [clf.ood_scorers[0].cache_file.name]
         assert len(list(cache.glob('tokens-*'))) == 1
@@ -476,14 +477,14 @@ def test_dump_and_reload_labels(txt_dir, tmp_path):
 def test_read_label_file_formats(tmp_path):
     path = tmp_path / 'labels.txt'
     path.write_text('n\tfirst word\na\tblue\nplain label\n\n  spaced \n')
-    labels, kinds = nls.read_label_file(path)
+    labels, kinds = cands.read_label_file(path)
     assert labels == ['first word', 'blue', 'plain label', 'spaced']
     assert kinds == ['n', 'a', 'n', 'n']
     with pytest.raises(FileNotFoundError, match='missing.txt'):
-        nls.read_label_file(tmp_path / 'missing.txt')
+        cands.read_label_file(tmp_path / 'missing.txt')
     (tmp_path / 'empty.txt').write_text('\n\n')
     with pytest.raises(ValueError, match='no labels'):
-        nls.read_label_file(tmp_path / 'empty.txt')
+        cands.read_label_file(tmp_path / 'empty.txt')
 
 
 def write_cma_prompt_array(path, adjs, nouns):
@@ -544,11 +545,11 @@ def test_cma_fixed_prompt_array_is_cmas_inference(tmp_path):
 def test_prompt_array_dump_round_trip(tmp_path):
     npy = tmp_path / 'neg.npy'
     prompts = write_cma_prompt_array(npy, ['red'], ['cat'])
-    labels, kinds = nls.read_label_file(npy)
+    labels, kinds = cands.read_label_file(npy)
     assert (labels, kinds) == (prompts, ['p', 'p'])
     dump = tmp_path / 'dump.txt'
-    nls.write_label_file(dump, labels, kinds)
-    assert nls.read_label_file(dump) == (labels, kinds)
+    cands.write_label_file(dump, labels, kinds)
+    assert cands.read_label_file(dump) == (labels, kinds)
 
 
 @pytest.mark.parametrize('array,why', [
@@ -571,10 +572,10 @@ def test_prompt_array_errors_name_the_file(tmp_path, array, why):
     else:
         path.write_text('hello\n')
     with pytest.raises(ValueError, match=why) as err:
-        nls.read_label_file(path)
+        cands.read_label_file(path)
     assert str(path) in str(err.value)
     with pytest.raises(FileNotFoundError, match='missing.npy'):
-        nls.read_label_file(tmp_path / 'missing.npy')
+        cands.read_label_file(tmp_path / 'missing.npy')
 
 
 # --------------------------------------------------------------- errors
@@ -583,7 +584,7 @@ def test_missing_candidate_file(txt_dir, tmp_path):
         txt_dir['dir'], False, lexnames=LEXNAMES + ('noun.motive',
                                                     'adj.pert'))
     with pytest.raises(FileNotFoundError) as err:
-        clf.ood_scorers[0].prepare(clf)
+        clf.ood_scorers[0].prepare(clf.scorer_context())
     msg = str(err.value)
     assert 'noun.motive.txt' in msg and 'adj.pert.txt' in msg
 
@@ -591,7 +592,7 @@ def test_missing_candidate_file(txt_dir, tmp_path):
 def test_ngroup_too_large(txt_dir, tmp_path):
     clf = make_classifier(txt_dir['dir'], False, ngroup=100)
     with pytest.raises(ValueError, match=r'ngroup=100 exceeds .* \(14\)'):
-        clf.ood_scorers[0].prepare(clf)
+        clf.ood_scorers[0].prepare(clf.scorer_context())
 
 
 @pytest.mark.parametrize('kw', [
@@ -605,7 +606,7 @@ def test_bad_arguments(kw):
 
 
 def test_default_txt_dir():
-    assert nls.default_txt_dir() == REPO / 'txtfiles'
+    assert cands.default_txt_dir() == REPO / 'txtfiles'
     scorer = NegLabelScorer()
     assert scorer.lexnames == DEFAULT_LEXNAMES
     for name in DEFAULT_LEXNAMES:
@@ -715,3 +716,55 @@ def test_mcm_config_model():
     assert model.test_template == 'a photo of a {}'
     check_resize(cfg, 'bilinear')
     assert cfg.test_evaluator == dict(type='OoDMetric')
+
+
+def test_prepare_scorers_hook_prepares_before_the_loop(txt_dir, monkeypatch):
+    """PrepareScorersHook: the scorers are prepared (NegLabel mined) before
+    the test loop, through the model's ScorerContext, so the first
+    test_step encodes nothing but the images; before validation only the
+    at_validation scorers are."""
+    from types import SimpleNamespace
+    from cma_ood.engine.hooks import PrepareScorersHook
+    from cma_ood.models.ood_scorers import ScorerContext
+    clf = make_classifier(txt_dir['dir'], False)
+    clf.train()
+    seen = []
+    original = NegLabelScorer.prepare
+
+    def spy(self, context):
+        seen.append(type(context))
+        return original(self, context)
+
+    monkeypatch.setattr(NegLabelScorer, 'prepare', spy)
+    runner = SimpleNamespace(model=clf)
+    PrepareScorersHook().before_val(runner)
+    assert not clf.training and clf._prepared == {'MCM'} and seen == []
+    PrepareScorersHook().before_test(runner)
+    assert clf._prepared == {'NegLabel', 'MCM'} and seen == [ScorerContext]
+    calls = count_encodes(monkeypatch, clf)
+    clf.test_step(dict(inputs=list(torch.randint(0, 255, (2, 3, 32, 32),
+                                                 dtype=torch.uint8)),
+                       data_samples=None))
+    assert calls == [] and len(seen) == 1  # nothing prepared again
+    clf.train()  # new weights: everything is prepared again
+    assert clf._prepared == set()
+
+
+def test_scorer_context_describes_the_model(txt_dir):
+    clf = make_classifier(txt_dir['dir'], False)
+    ctx = clf.scorer_context()
+    assert ctx.classnames == CLASSNAMES and ctx.num_classes == 6
+    assert ctx.test_template == clf.test_template
+    assert ctx.context_length == clf.context_length == 24
+    assert ctx.embed_dim == 64 and ctx.image_tower is clf.clip.visual
+    torch.testing.assert_close(ctx.class_embeddings(),
+                               clf.class_embeddings())
+    prompts = ['the nice cat', 'This is a red photo']
+    torch.testing.assert_close(
+        ctx.encode_text(prompts),
+        F.normalize(clf.clip.encode_text(
+            tokenize(prompts, 24)).float(), dim=-1), rtol=1e-5, atol=1e-6)
+    from cma_ood.models.utils.fingerprint import (image_tower_sha256,
+                                                  text_tower_sha256)
+    assert ctx.text_fingerprint() == text_tower_sha256(clf.clip)
+    assert ctx.image_fingerprint() == image_tower_sha256(clf.clip)

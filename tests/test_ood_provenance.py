@@ -19,7 +19,7 @@ from cma_ood.evaluation.provenance import (PROVENANCE_KEYS,
                                            VERSIONED_MODULES, run_provenance,
                                            scorer_records, sha256_file,
                                            to_jsonable)
-from cma_ood.models.scorers import EnergyScorer, MCMScorer
+from cma_ood.models.ood_scorers.logit import EnergyScorer, MCMScorer
 
 
 def test_sha256_file_streams_in_chunks(tmp_path, monkeypatch):
@@ -123,7 +123,7 @@ def test_scorer_settings_default_to_the_model_constructor():
 def test_to_jsonable():
     assert to_jsonable(dict(a=(1, 2.5), b=np.float32(0.5), c=None,
                             d=MCMScorer, e=np.int64(3))) == dict(
-        a=[1, 2.5], b=0.5, c=None, d='cma_ood.models.scorers.MCMScorer', e=3)
+        a=[1, 2.5], b=0.5, c=None, d='cma_ood.models.ood_scorers.logit.MCMScorer', e=3)
 
 
 # ---------------------------------------------------------------- the hook

@@ -1,11 +1,11 @@
-"""Tests of the post-hoc scores in cma_ood.models.ood_scores."""
+"""Tests of the post-hoc scores in cma_ood.models.ood_scorers.functional.logit."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from cma_ood.models.ood_scores import (energy_score, max_logit_score,
+from cma_ood.models.ood_scorers.functional.logit import (energy_score, max_logit_score,
                                        mcm_score, msp_score)
 
 
@@ -187,7 +187,7 @@ def test_rejects_bad_temperature(fn, t):
 
 
 def test_check_matrix_errors_name_the_input():
-    from cma_ood.models.tensor_checks import check_matrix
+    from cma_ood.models.utils.checks import check_matrix
     check_matrix(torch.zeros(2, 3), 'x', dim=3)
     with pytest.raises(TypeError, match='x must be a torch.Tensor'):
         check_matrix([[0.0]], 'x')

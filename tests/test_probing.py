@@ -31,13 +31,13 @@ from cma_ood.models import (PLP_TEMPLATES, KNNScorer, LinearProbe,
                             MahalanobisScorer, MultiModalClassifier,
                             ProbeScorer, knn_score, mahalanobis_fit,
                             mahalanobis_score, pseudo_labels)
-from cma_ood.models.clip_vision import (encode_image_features,
+from cma_ood.models.multimodal.clip_vision import (encode_image_features,
                                         image_feature_dim, projection_matrix)
-from cma_ood.models.encoder_hash import image_tower_sha256
-from cma_ood.models.feature_scores import (background_fit, feature_stats,
-                                           imagenet_first_synonyms,
-                                           normalize_features,
-                                           resolve_classname_set)
+from cma_ood.models.utils.fingerprint import image_tower_sha256
+from cma_ood.models.ood_scorers.functional.feature import (
+    background_fit, feature_stats, normalize_features)
+from cma_ood.models.utils.prompts import resolve_classnames
+from cma_ood.models.utils.zero_shot import imagenet_first_synonyms
 from cma_ood.utils.feature_file import (FeatureFileError, load_feature_file,
                                         save_feature_file)
 
@@ -266,11 +266,11 @@ def test_plp_class_names_are_first_synonyms():
               if a != b]
     assert len(differ) == 363
     assert sum(a.lower() != b.lower() for a, b in differ) == 297
-    assert resolve_classname_set('imagenet_first_synonym') == names
-    assert resolve_classname_set(['a', 'b']) == ['a', 'b']
-    assert resolve_classname_set(None) is None
-    with pytest.raises(KeyError, match='unknown class-name set'):
-        resolve_classname_set('imagenet_simple')
+    assert resolve_classnames('imagenet_first_synonym') == names
+    assert resolve_classnames(['a', 'b']) == ['a', 'b']
+    assert resolve_classnames(None) is None
+    with pytest.raises(KeyError, match='Unknown class-name alias'):
+        resolve_classnames('imagenet_simple')
     # the ImageNet feature configs use them for the pseudo-labels
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/plp/plp_clip-vit-b16_1xb8192_in1k.py'))
@@ -842,7 +842,7 @@ def test_probe_scorer_matches_direct_formulas(tmp_path):
     for score, ref in expected_probe_scores(logits).items():
         # a work dir resolves to its last checkpoint
         scorer = ProbeScorer(str(work), score=score, temperature=2.0)
-        scorer.prepare(model)
+        scorer.prepare(model.scorer_context())
         assert (scorer.normalize, scorer.feature) == ('zscore',
                                                       'pre_projection')
         got = scorer(classifier_batch(model, images), None, None)
@@ -852,7 +852,7 @@ def test_probe_scorer_matches_direct_formulas(tmp_path):
 
     # the features must come from this batch's forward
     scorer = ProbeScorer(str(ckpt))
-    scorer.prepare(model)
+    scorer.prepare(model.scorer_context())
     embeds = classifier_batch(model, images)
     scorer(embeds, None, None)
     with pytest.raises(RuntimeError, match='were not captured'):
@@ -864,7 +864,7 @@ def test_probe_scorer_matches_direct_formulas(tmp_path):
     # a probe of the earlier kind: L2-normalised embeddings
     legacy = save_probe(tmp_path / 'legacy.pth', weight, bias, sha)
     scorer = ProbeScorer(str(legacy), score='energy', temperature=2.0)
-    scorer.prepare(model)
+    scorer.prepare(model.scorer_context())
     assert (scorer.normalize, scorer.feature) == ('l2', 'embedding')
     x = F.normalize(torch.randn(5, 64), dim=-1)  # used as they are
     logits = x.double() @ weight.double().T + bias.double()
@@ -876,14 +876,14 @@ def test_probe_scorer_matches_direct_formulas(tmp_path):
     with torch.no_grad():
         model.clip.visual.conv1.weight.add_(1.0)
     with pytest.raises(ValueError, match='another image encoder'):
-        ProbeScorer(str(ckpt)).prepare(model)
-    ProbeScorer(str(ckpt), check_encoder=False).prepare(model)
+        ProbeScorer(str(ckpt)).prepare(model.scorer_context())
+    ProbeScorer(str(ckpt), check_encoder=False).prepare(model.scorer_context())
     with pytest.raises(ValueError, match='6 classes but the classifier '
                        'has 2'):
         ProbeScorer(str(ckpt), check_encoder=False).prepare(
-            tiny_classifier(classnames=['a', 'b']))
+            tiny_classifier(classnames=["a", "b"]).scorer_context())
     with pytest.raises(FileNotFoundError, match='train the probe'):
-        ProbeScorer(str(tmp_path / 'missing.pth')).prepare(model)
+        ProbeScorer(str(tmp_path / 'missing.pth')).prepare(model.scorer_context())
     with pytest.raises(ValueError, match='score must be one of'):
         ProbeScorer(str(ckpt), score='entropy')
 
@@ -905,7 +905,7 @@ def test_probe_scorer_on_vit_pre_projection_features(tmp_path):
     logits = ((pre - mean.double()) / std.double()) @ weight.double().T + \
         bias.double()
     scorer = ProbeScorer(str(ckpt), score='energy', temperature=2.0)
-    scorer.prepare(model)
+    scorer.prepare(model.scorer_context())
     torch.testing.assert_close(
         scorer(classifier_batch(model, images), None, None).double(),
         expected_probe_scores(logits)['energy'], rtol=1e-4, atol=1e-4)
@@ -915,7 +915,7 @@ def test_probe_scorer_on_vit_pre_projection_features(tmp_path):
                      image_tower_sha256(model.clip), mean=mean[:32],
                      std=std[:32])
     with pytest.raises(ValueError, match='takes 32-d inputs'):
-        ProbeScorer(str(bad)).prepare(model)
+        ProbeScorer(str(bad)).prepare(model.scorer_context())
 
 
 def test_feature_scorers_load_files_and_check_encoder(tmp_path):
@@ -930,7 +930,7 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
 
     # PLP's defaults: raw features, mean class covariance, inv
     maha = MahalanobisScorer(path)
-    maha.prepare(model)
+    maha.prepare(model.scorer_context())
     means, prec, _ = mahalanobis_fit(feats[:-2], labels[:-2], 3)
     torch.testing.assert_close(maha(classifier_batch(model, images), None,
                                     None),
@@ -940,7 +940,7 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
         maha(classifier_batch(model, images), None, None).numpy(), ref,
         rtol=1e-4)
     rel = MahalanobisScorer(path, relative=True)
-    rel.prepare(model)
+    rel.prepare(model.scorer_context())
     assert rel.name == 'RelMahalanobis'
     ref, *_ = numpy_mahalanobis(x, feats[:-2], labels[:-2], relative=True)
     np.testing.assert_allclose(
@@ -948,7 +948,7 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
         rtol=1e-4, atol=1e-3)
     # z-scoring does not change the Mahalanobis distance
     zs = MahalanobisScorer(path, normalize='zscore')
-    zs.prepare(model)
+    zs.prepare(model.scorer_context())
     torch.testing.assert_close(
         zs(classifier_batch(model, images), None, None),
         maha(classifier_batch(model, images), None, None), rtol=1e-4,
@@ -956,7 +956,7 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
     # the earlier choices stay available: L2-normalised, pooled, pinv
     old = MahalanobisScorer(path, normalize='l2', covariance='pooled',
                             inverse='pinv')
-    old.prepare(model)
+    old.prepare(model.scorer_context())
     xn = F.normalize(x, dim=-1)
     means_o, prec_o, _ = mahalanobis_fit(
         F.normalize(feats[:-2], dim=-1), labels[:-2], 3,
@@ -968,21 +968,21 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
     # kNN, PLP's k = 1: the max cosine similarity to the training features
     knn = KNNScorer(path, train_chunk_size=7)
     assert knn.k == 1
-    knn.prepare(model)
+    knn.prepare(model.scorer_context())
     cos = F.normalize(x.double(), dim=-1) @ F.normalize(feats.double(),
                                                         dim=-1).T
     torch.testing.assert_close(
         knn(classifier_batch(model, images), None, None).double(),
         cos.max(1).values, atol=1e-6, rtol=0)
     knn4 = KNNScorer(path, k=4, reduction='mean', train_chunk_size=7)
-    knn4.prepare(model)
+    knn4.prepare(model.scorer_context())
     torch.testing.assert_close(
         knn4(classifier_batch(model, images), None, None),
         direct_knn(F.normalize(x, dim=-1), F.normalize(feats, dim=-1), 4)[1],
         atol=1e-6, rtol=0)
     # z-scored with the training statistics before the cosine
     knnz = KNNScorer(path, normalize='zscore')
-    knnz.prepare(model)
+    knnz.prepare(model.scorer_context())
     m = feats.double().mean(0)
     sd = feats.double().std(0)
     cos_z = F.normalize((x.double() - m) / sd, dim=-1) @ F.normalize(
@@ -994,19 +994,19 @@ def test_feature_scorers_load_files_and_check_encoder(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match='KNNScorer: feature file not found: .*'
                        'nope.pt; create it with tools/extract_features.py'):
-        KNNScorer(str(tmp_path / 'nope.pt')).prepare(model)
+        KNNScorer(str(tmp_path / 'nope.pt')).prepare(model.scorer_context())
     with pytest.raises(ValueError, match='no pseudo-labels'):
-        MahalanobisScorer(path, labels='pseudo_labels').prepare(model)
+        MahalanobisScorer(path, labels='pseudo_labels').prepare(model.scorer_context())
     other = str(write_features(tmp_path / 'other.pt', feats, labels,
                                sha='1' * 64))
     with pytest.raises(ValueError, match='another image encoder'):
-        KNNScorer(other).prepare(model)
+        KNNScorer(other).prepare(model.scorer_context())
     with pytest.raises(ValueError, match='expects embedding'):
-        KNNScorer(path, feature='embedding').prepare(model)
+        KNNScorer(path, feature='embedding').prepare(model.scorer_context())
     narrow = str(write_features(tmp_path / 'narrow.pt', feats[:, :8],
                                 labels, sha=sha))
     with pytest.raises(ValueError, match='8-d features.*64-d'):
-        MahalanobisScorer(narrow).prepare(model)
+        MahalanobisScorer(narrow).prepare(model.scorer_context())
     with pytest.raises(ValueError, match='normalize must be'):
         KNNScorer(path, normalize='unit')
     with pytest.raises(ValueError, match='covariance must be one of'):

@@ -33,7 +33,7 @@ from cma_ood.datasets.image_check import (BrokenImageError,
                                           CheckedLoadImageFromFile)
 from cma_ood.engine.loops import SeededPipeline
 from cma_ood.models.losses import CMALoss
-from cma_ood.models.neglabel_scorer import read_candidates
+from cma_ood.datasets.neglabel_candidates import read_candidates
 from cma_ood.utils import safe_torch_load
 from cma_ood.utils.checkpoint import atomic_write_text
 
@@ -533,8 +533,8 @@ class NaNAtCallLoss(CMALoss):
         super().__init__(**kwargs)
         self.nan_at, self.calls = nan_at, 0
 
-    def forward_parts(self, *args):
-        parts = super().forward_parts(*args)
+    def forward(self, *args, **kwargs):
+        parts = super().forward(*args, **kwargs)
         self.calls += 1
         if self.calls == self.nan_at:
             parts['loss'] = parts['loss'] * float('nan')

@@ -26,7 +26,7 @@ if REPO_ROOT not in sys.path:
 
 from mmengine.logging import print_log  # noqa: E402
 
-from cma_ood.models.clip_builder import list_clip_archs  # noqa: E402
+from cma_ood.models.multimodal.clip_builder import list_clip_archs  # noqa: E402
 from cma_ood.utils.convert import convert_checkpoint  # noqa: E402
 
 

@@ -175,7 +175,7 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     import cma_ood  # noqa: F401  (registers the components)
     from cma_ood.engine.feature_extractor import extract_features
-    from cma_ood.models.feature_scores import PLP_TEMPLATES
+    from cma_ood.models.utils.zero_shot import PLP_TEMPLATES
 
     plan = extraction_plan(cfg, args.split, args.out_dir)
     seed = args.seed if args.seed is not None else \

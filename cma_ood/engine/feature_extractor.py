@@ -30,26 +30,26 @@ from mmengine.dist import (barrier, broadcast_object_list, collect_results,
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
-from ..models.clip_builder import tokenize
-from ..models.clip_vision import (check_image_feature, encode_image_features,
-                                  projection_matrix)
-from ..models.encoder_hash import image_tower_sha256, text_tower_sha256
-from ..models.feature_scores import (PLP_TEMPLATES, pseudo_labels,
-                                     resolve_classname_set,
-                                     zero_shot_ensemble_weights)
+from ..models.multimodal.clip_builder import tokenize
+from ..models.multimodal.clip_vision import (check_image_feature,
+                                             encode_image_features,
+                                             projection_matrix)
+from ..models.utils.fingerprint import image_tower_sha256, text_tower_sha256
+from ..models.utils.prompts import resolve_classnames
+from ..models.utils.zero_shot import (PLP_TEMPLATES, pseudo_labels,
+                                      zero_shot_ensemble_weights)
+from ..utils.cache import default_cache_dir
 from ..utils.feature_file import (FEATURE_FORMAT_VERSION, load_feature_file,
                                   save_feature_file)
 from ..version import __version__
 
 #: environment variable of the cma_ood cache root (as for NegLabel)
-CACHE_ENV_VAR = 'CMA_OOD_CACHE'
 _DTYPES = {'float32': torch.float32, 'float16': torch.float16}
 
 
 def default_feature_cache_dir() -> Path:
     """``$CMA_OOD_CACHE/features``, else ``~/.cache/cma_ood/features``."""
-    root = os.environ.get(CACHE_ENV_VAR) or osp.join('~', '.cache', 'cma_ood')
-    return Path(osp.expanduser(root)) / 'features'
+    return default_cache_dir('features')
 
 
 def describe_dataset(dataset_cfg: Any, dataset) -> str:
@@ -133,7 +133,7 @@ def encode_features(model, images: torch.Tensor,
     """Un-normalised image features ``(B, D)`` of a classifier's
     preprocessed batch: ``feature='embedding'`` is ``model.encode_image``;
     ``'pre_projection'`` the tower's output before its projection (see
-    :func:`~cma_ood.models.clip_vision.encode_image_features`), through the
+    :func:`~cma_ood.models.multimodal.clip_vision.encode_image_features`), through the
     fast ViT forward when the model uses it (for towers without a separate
     projection, i.e. ResNets, ``model.encode_image`` as well)."""
     check_image_feature(feature, 'encode_features')
@@ -272,7 +272,7 @@ def extract_features(model,
         dataset_cfg: the dataset's config, for the cache key (see
             :func:`describe_dataset`).
         templates: pseudo-label prompt ensemble (default
-            :data:`~cma_ood.models.feature_scores.PLP_TEMPLATES`); ``None``
+            :data:`~cma_ood.models.utils.zero_shot.PLP_TEMPLATES`); ``None``
             skips the pseudo-labels.
         dtype: storage dtype of the features, ``'float32'`` or
             ``'float16'`` (half the disk and memory; pseudo-labels are
@@ -282,7 +282,7 @@ def extract_features(model,
         force: re-extract even if a matching file exists.
         feature: ``'pre_projection'`` (PLP) or ``'embedding'``.
         classnames: class names for the pseudo-labels: a list or a name of
-            :data:`~cma_ood.models.feature_scores.CLASSNAME_SETS` (e.g.
+            :data:`~cma_ood.models.utils.prompts.CLASSNAME_ALIASES` (e.g.
             ``'imagenet_first_synonym'``, PLP's ImageNet names); ``None``
             keeps the model's.
 
@@ -300,7 +300,7 @@ def extract_features(model,
         raise ValueError(f'extract_features: {type(dataset).__name__} is '
                          'empty')
     if classnames is not None:
-        model.set_classnames(resolve_classname_set(classnames))
+        model.set_classnames(resolve_classnames(classnames))
     if getattr(model, 'classnames', None) is None and templates is not None:
         classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
         if classes:

@@ -8,12 +8,25 @@ directory's matching files fit in ``max_bytes``.
 """
 import logging
 import os
+import os.path as osp
 from pathlib import Path
 from typing import Iterable, List, Sequence, Union
 
 from mmengine.logging import print_log
 
 PathLike = Union[str, Path]
+
+#: environment variable overriding the cma_ood cache root (documented user
+#: override; default ``~/.cache/cma_ood``)
+CACHE_ENV_VAR = 'CMA_OOD_CACHE'
+
+
+def default_cache_dir(name: str) -> Path:
+    """``$CMA_OOD_CACHE/<name>``, else ``~/.cache/cma_ood/<name>``: the
+    folder of one cache (``neglabel``: mined negatives and token ids,
+    ``features``: extracted features)."""
+    root = os.environ.get(CACHE_ENV_VAR) or osp.join('~', '.cache', 'cma_ood')
+    return Path(osp.expanduser(root)) / name
 
 
 def mark_used(path: PathLike) -> None:

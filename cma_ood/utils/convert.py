@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from cma_ood.models.clip_builder import (CLIP_ARCHS, clean_clip_state_dict,
+from cma_ood.models.multimodal.clip_builder import (CLIP_ARCHS, clean_clip_state_dict,
                                          clip_arch_kwargs,
                                          torchscript_state_dict)
 from .checkpoint import (atomic_torch_save, safe_torch_load,
@@ -104,7 +104,7 @@ def convert_checkpoint(src: str, dst: str,
     """Convert ``src`` into a cma_ood checkpoint at ``dst``; return its meta.
 
     The weights must fit a CLIP architecture of
-    :data:`~cma_ood.models.clip_builder.CLIP_ARCHS` exactly (``arch``, or
+    :data:`~cma_ood.models.multimodal.clip_builder.CLIP_ARCHS` exactly (``arch``, or
     any when ``None``); the error otherwise names the mismatching keys. The
     output is written atomically.
     """

@@ -55,7 +55,7 @@ FEATURE_FORMAT = 'cma_ood.features'
 #: bumped whenever the layout or the meaning of a key changes (2: raw
 #: features of a recorded kind, ``projection``)
 FEATURE_FORMAT_VERSION = 2
-#: the feature kinds a file may hold (as ``cma_ood.models.clip_vision``)
+#: the feature kinds a file may hold (as ``cma_ood.models.multimodal.clip_vision``)
 FEATURE_KINDS = ('pre_projection', 'embedding')
 _HINT = ('create it with tools/extract_features.py CONFIG [CKPT] (see '
          'docs/probing.md)')

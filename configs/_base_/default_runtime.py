@@ -18,6 +18,9 @@ custom_hooks = [
     # class names from the dataset when model.classnames is None, and a
     # check that configured names match the dataset's class count
     dict(type='ClassNamesHook'),
+    # OoD scorers prepared (NegLabel mined or loaded) before the val/test
+    # loop, after the class names are known
+    dict(type='PrepareScorersHook'),
     # CMA's schedule length epochs * (N // B + 1) from the training set
     # (only acts on CMAWarmupCosineLR schedulers without cycle_iters)
     dict(type='CMAScheduleHook'),

@@ -209,7 +209,7 @@ def reference_clip(model, device, half=False):
     """A fresh openai-clip CLIP of the same architecture; ``half``: with
     clip.load's fp16 conversion (LayerNorms stay fp32)."""
     from clip.model import convert_weights
-    from cma_ood.models.clip_builder import build_clip
+    from cma_ood.models.multimodal.clip_builder import build_clip
     clip_model = build_clip(model.arch).to(device)
     if half:
         convert_weights(clip_model)
@@ -219,8 +219,8 @@ def reference_clip(model, device, half=False):
 def reference_train_step(model, batch_size, device, lam):
     """The published step: fp32, 77-token prompt per sample, full B x B
     logits, torch.optim.AdamW with its default implementation."""
-    from cma_ood.models.clip_builder import tokenize
-    from cma_ood.models.multimodal_classifier import CLIP_MEAN, CLIP_STD
+    from cma_ood.models.multimodal.clip_builder import tokenize
+    from cma_ood.models.multimodal.classifier import CLIP_MEAN, CLIP_STD
     clip_model = reference_clip(model, device).train()
     optimizer = torch.optim.AdamW(clip_model.parameters(), lr=1e-5,
                                   weight_decay=0.1)
@@ -249,7 +249,7 @@ def reference_train_step(model, batch_size, device, lam):
 
 def reference_test_step(model, batch_size, device):
     """The published scoring encoder: fp16 weights (clip.load on GPU)."""
-    from cma_ood.models.multimodal_classifier import CLIP_MEAN, CLIP_STD
+    from cma_ood.models.multimodal.classifier import CLIP_MEAN, CLIP_STD
     half = device.type == 'cuda'
     dtype = torch.float16 if half else torch.float32
     clip_model = reference_clip(model, device, half).eval()
@@ -350,8 +350,8 @@ def bench_test(cfg, args, device):
 
 
 def bench_mine(cfg, args, device):
-    from cma_ood.models.clip_builder import tokenize
-    from cma_ood.models.neglabel_scorer import NegLabelScorer
+    from cma_ood.models.multimodal.clip_builder import tokenize
+    from cma_ood.models.ood_scorers.neglabel import NegLabelScorer
     model = build_model(cfg, args, device).eval()
     scorers = [s for s in model.ood_scorers if isinstance(s, NegLabelScorer)]
     scorer = scorers[0] if scorers else NegLabelScorer().to(device)
@@ -368,7 +368,7 @@ def bench_mine(cfg, args, device):
             with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
                 nouns, adjs = scorer.read_candidates()
                 model.invalidate_cache()  # ID prompts re-encoded too
-                result = scorer.mine(model, nouns, adjs)
+                result = scorer.mine(model.scorer_context(), nouns, adjs)
             synchronize()
             return time.perf_counter() - start, result, len(nouns) + len(adjs)
 

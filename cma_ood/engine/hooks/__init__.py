@@ -2,11 +2,12 @@ from .checkpoint_hooks import AtomicCheckpointHook, CheckpointMatchHook
 from .class_names_hook import ClassNamesHook
 from .cma_schedule_hook import CMAScheduleHook
 from .ood_output_hook import OoDOutputHook
+from .prepare_scorers_hook import PrepareScorersHook
 from .progress_hook import ProgressHook
 from .training_guard_hooks import FiniteLossHook, ResumeCheckHook
 
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointMatchHook', 'ClassNamesHook',
-    'CMAScheduleHook',
-    'FiniteLossHook', 'OoDOutputHook', 'ProgressHook', 'ResumeCheckHook'
+    'CMAScheduleHook', 'FiniteLossHook', 'OoDOutputHook',
+    'PrepareScorersHook', 'ProgressHook', 'ResumeCheckHook'
 ]

@@ -20,7 +20,7 @@ batch. Each rank's loss is scaled so that the mean over ranks equals the
 single-process loss on the concatenated batch, also with uneven batches.
 """
 import math
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Union
 
 import torch
 import torch.nn as nn
@@ -97,7 +97,11 @@ class CMALoss(nn.Module):
 
     ``CMALoss(lam)(image_embeds, text_embeds, logit_scale)`` takes raw
     (unnormalised) embeddings of ``B`` matched pairs, ``(B, D)`` each, and
-    the already-exponentiated logit scale, and returns a scalar.
+    the already-exponentiated logit scale, and returns a scalar; with
+    ``output_dict=True`` (open_clip's ``ClipLoss`` convention) a dict of
+    ``loss`` plus the detached parts ``contrastive`` (the symmetric CE) and
+    ``alignment`` (the mean ``-logsumexp`` terms), which the classifier
+    logs.
 
     Under ``torch.distributed`` with world size ``W > 1`` the embeddings are
     all-gathered with gradients (``gather_with_grad=True``, the default):
@@ -130,11 +134,12 @@ class CMALoss(nn.Module):
         # a process group belongs to this process: copies make their own
         return dict(self.__dict__, _host_group=None)
 
-    def forward_parts(self, image_embeds: torch.Tensor,
-                      text_embeds: torch.Tensor,
-                      logit_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Return ``loss`` plus the detached parts ``contrastive`` (the
-        symmetric CE) and ``alignment`` (the mean ``-logsumexp`` terms)."""
+    def forward(self,
+                image_embeds: torch.Tensor,
+                text_embeds: torch.Tensor,
+                logit_scale: torch.Tensor,
+                output_dict: bool = False
+                ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
         if image_embeds.shape != text_embeds.shape or image_embeds.ndim != 2:
             raise ValueError(
                 'CMALoss expects image_embeds and text_embeds of the same '
@@ -162,15 +167,12 @@ class CMALoss(nn.Module):
         ce = (t.ce_img + t.ce_txt) / 2
         align = (t.cma_img + t.cma_txt) / 2
         loss = scale * (ce + self.lam * align).sum()
+        if not output_dict:
+            return loss
         return dict(
             loss=loss,
             contrastive=(scale * ce.sum()).detach(),
             alignment=(scale * align.sum()).detach())
-
-    def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                logit_scale: torch.Tensor) -> torch.Tensor:
-        return self.forward_parts(image_embeds, text_embeds,
-                                  logit_scale)['loss']
 
     def extra_repr(self) -> str:
         return f'lam={self.lam}, gather_with_grad={self.gather_with_grad}'

@@ -1,50 +1,13 @@
-"""Registered OoD scorers: thin modules wiring score functions to configs.
-
-A scorer maps a batch of L2-normalised image embeddings and their cosine
-similarities to the ID class prompts to one score per image, higher = more
-in-distribution. The classifier calls :meth:`BaseOoDScorer.prepare` once
-before scoring (NegLabel encodes its negative labels there) and stores each
-scorer's output under ``scorer.name`` in ``DataSample.ood_scores``.
-"""
+"""Scores of the zero-shot classifier's similarities and logits: MCM,
+MSP, max-logit and energy (registered modules wiring
+:mod:`~cma_ood.models.ood_scorers.functional.logit` to configs)."""
 from typing import Optional
 
-import torch
-import torch.nn as nn
 from mmpretrain.registry import MODELS
 
-from .ood_scores import energy_score, max_logit_score, mcm_score, msp_score
-
-
-class BaseOoDScorer(nn.Module):
-    """Base class of OoD scorers.
-
-    Args:
-        name (str, optional): key in the results table; defaults to the
-            class's ``default_name``.
-        at_validation (bool): also score during validation in training
-            (the classifier skips scorers with ``False`` in its
-            ``val_step``); cheap scores default to True.
-    """
-    default_name = 'score'
-
-    def __init__(self, name: Optional[str] = None,
-                 at_validation: bool = True):
-        super().__init__()
-        self.name = name or self.default_name
-        if not isinstance(at_validation, bool):
-            raise TypeError(
-                f'at_validation must be a bool, got {at_validation!r}')
-        self.at_validation = at_validation
-
-    def prepare(self, classifier: nn.Module) -> None:
-        """Called by the classifier before the first scored batch."""
-
-    def forward(self, image_embeds: torch.Tensor, cos_sim: torch.Tensor,
-                logit_scale: torch.Tensor) -> torch.Tensor:
-        """Scores ``(B,)`` from ``image_embeds`` ``(B, D)`` (normalised),
-        ``cos_sim`` ``(B, C)`` to the ID prompts and the model's
-        exponentiated ``logit_scale``."""
-        raise NotImplementedError
+from .base import BaseOoDScorer
+from .functional.logit import (energy_score, max_logit_score, mcm_score,
+                               msp_score)
 
 
 @MODELS.register_module()

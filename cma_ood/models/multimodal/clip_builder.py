@@ -13,14 +13,19 @@
 Mixed precision comes from MMEngine's AMP, so parameters stay fp32 (unlike
 ``clip.load``'s fp16 conversion on GPU).
 """
+import hashlib
+import logging
 import os.path as osp
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import clip
 import torch
 from clip.model import CLIP
+from mmengine.logging import print_log
 
-from cma_ood.utils.checkpoint import state_dict_mismatch
+from ...utils.cache import mark_used
+from ...utils.checkpoint import atomic_torch_save, state_dict_mismatch
 
 # name -> CLIP(...) keyword arguments. The OpenAI entries mirror the shapes of
 # the published checkpoints; the ``tiny-*`` entries are small models for
@@ -237,3 +242,46 @@ def tokenize(texts: Union[str, Sequence[str]],
                     f'Prompt {text!r} is longer than the context length '
                     f'{context_length} of the text encoder') from err
         raise
+
+
+#: bumped whenever the token-cache content changes
+TOKEN_CACHE_VERSION = 1
+
+
+def cached_tokenize(prompts: Sequence[str],
+                    context_length: int,
+                    cache_dir: Union[None, str, Path] = None) -> torch.Tensor:
+    """:func:`tokenize`, with the result stored in ``cache_dir``.
+
+    Tokenising ~70,000 prompts (NegLabel's candidates) takes seconds of
+    CPU time and does not depend on the model, so the token ids are kept
+    in ``cache_dir/tokens-<sha256 of the prompts and length>.pt`` (written
+    atomically; an unreadable file is tokenised again). ``cache_dir=None``
+    tokenises without a cache.
+
+    Returns:
+        int64 ``(N, context_length)`` token ids.
+    """
+    if cache_dir is None:
+        return tokenize(prompts, context_length)
+    hasher = hashlib.sha256(
+        f'{TOKEN_CACHE_VERSION}:{context_length}'.encode())
+    for prompt in prompts:
+        hasher.update(prompt.encode('utf-8') + b'\0')
+    path = Path(cache_dir) / f'tokens-{hasher.hexdigest()}.pt'
+    if path.is_file():
+        try:
+            tokens = torch.load(path, map_location='cpu', weights_only=True)
+            if tuple(tokens.shape) == (len(prompts), context_length):
+                mark_used(path)
+                return tokens.long()
+        except Exception as err:  # corrupt: tokenise again
+            print_log(f'ignoring unreadable token cache {path}: {err!r}',
+                      logger='current', level=logging.WARNING)
+    tokens = tokenize(prompts, context_length)
+    try:
+        atomic_torch_save(tokens.int(), str(path))
+    except OSError as err:
+        print_log(f'could not write token cache {path}: {err!r}',
+                  logger='current', level=logging.WARNING)
+    return tokens

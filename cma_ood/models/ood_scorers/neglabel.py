@@ -1,10 +1,11 @@
 """NegLabel (ICLR 2024) as a registered OoD scorer with a mining cache.
 
 :class:`NegLabelScorer` reads NegLabel's WordNet candidate labels
-(``txtfiles/<lexname>.txt``), encodes them with the classifier's text tower,
-keeps the least ID-like ones (:func:`~cma_ood.models.neglabel.
-mine_negative_labels`) and scores images with :func:`~cma_ood.models.
-neglabel.neglabel_score`.
+(``txtfiles/<lexname>.txt``, :mod:`cma_ood.datasets.neglabel_candidates`),
+encodes them with the model's text tower (through its
+:class:`~.base.ScorerContext`), keeps the least ID-like ones
+(:func:`~.functional.neglabel.mine_negative_labels`) and scores images with
+:func:`~.functional.neglabel.neglabel_score`.
 
 Mining encodes ~70,000 prompts, so its result (the negative-label
 embeddings and their labels) is cached on disk under a key that covers
@@ -15,10 +16,9 @@ the prompt templates, ``percentile``, ``ratio`` and a format version.
 import hashlib
 import json
 import logging
-import os
 import os.path as osp
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,213 +26,22 @@ from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
-from ..datasets.wordnet import DEFAULT_LEXNAMES
-from ..utils.cache import mark_used, prune_cache
-from ..utils.checkpoint import atomic_torch_save, atomic_write_text
-from .clip_builder import tokenize
-from .multimodal_classifier import check_template
-from .neglabel import (mine_negative_labels, neglabel_group_indices,
-                       neglabel_score)
-from .scorers import BaseOoDScorer
+from ...datasets.neglabel_candidates import (ADJ, NOUN, PROMPT,
+                                             default_txt_dir, lexname_kind,
+                                             read_candidates, read_label_file,
+                                             write_label_file)
+from ...datasets.wordnet import DEFAULT_LEXNAMES
+from ...utils.cache import default_cache_dir, mark_used, prune_cache
+from ...utils.checkpoint import atomic_torch_save
+from ..utils.prompts import check_template
+from .base import BaseOoDScorer, ScorerContext
+from .functional.neglabel import (mine_negative_labels,
+                                  neglabel_group_indices, neglabel_score)
 
 #: bumped whenever the cache content or the mining rule changes
 CACHE_FORMAT_VERSION = 1
-#: environment variable overriding the cma_ood cache root (``~/.cache/
-#: cma_ood``); NegLabel's cache lives in its ``neglabel`` sub-directory
-CACHE_ENV_VAR = 'CMA_OOD_CACHE'
-#: top-level CLIP modules/parameters that make up the text tower
-TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
-                   'ln_final', 'text_projection')
-#: label kinds: a noun (``noun_template``), an adjective (``adj_template``)
-#: or a full prompt encoded verbatim (CMA's ``neg_label_10000.npy``)
-NOUN, ADJ, PROMPT = 'n', 'a', 'p'
 #: files of the cache directory that count towards ``cache_max_bytes``
 CACHE_PATTERNS = ('neglabel_*.pt', 'tokens-*.pt')
-
-
-def default_txt_dir() -> Path:
-    """The candidate lists shipped with cma_ood.
-
-    Tried in order: ``txtfiles/`` next to the ``cma_ood`` package (source
-    checkouts and editable installs) and ``cma_ood/.mim/txtfiles`` (regular
-    installs, where setup.py copies it).
-
-    Raises:
-        FileNotFoundError: naming the paths tried.
-    """
-    pkg = Path(__file__).resolve().parents[1]
-    tried = [pkg.parent / 'txtfiles', pkg / '.mim' / 'txtfiles']
-    for path in tried:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(
-        'NegLabel candidate lists not found; tried ' +
-        ', '.join(map(str, tried)) + '. Pass txt_dir=... to NegLabelScorer')
-
-
-def default_cache_dir() -> Path:
-    """``$CMA_OOD_CACHE/neglabel``, else ``~/.cache/cma_ood/neglabel``."""
-    root = os.environ.get(CACHE_ENV_VAR) or osp.join('~', '.cache', 'cma_ood')
-    return Path(osp.expanduser(root)) / 'neglabel'
-
-
-def lexname_kind(lexname: str) -> str:
-    """``'n'`` for ``noun.*`` files, ``'a'`` for ``adj.*`` files."""
-    prefix = lexname.split('.', 1)[0]
-    if prefix == 'noun':
-        return NOUN
-    if prefix == 'adj':
-        return ADJ
-    raise ValueError(f'NegLabel uses noun.* and adj.* candidate files only, '
-                     f'got {lexname!r}')
-
-
-def candidate_file_order(lexnames: Sequence[str]) -> List[str]:
-    """The order in which candidate files are read: sorted by name.
-
-    NegLabel's loader read ``os.listdir(txt_dir)``, whose order depends on
-    the file system; sorting is the documented deterministic choice. It
-    puts the ``adj.*`` files before the ``noun.*`` files (and
-    ``noun.Tops`` first among the nouns: upper case sorts first).
-    """
-    return sorted(lexnames)
-
-
-def read_candidates(txt_dir: Union[str, Path],
-                    lexnames: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Read the noun and adjective candidates of ``lexnames``.
-
-    As NegLabel's ``CLIPScalableClassifier`` loader: the files are read in
-    one order (:func:`candidate_file_order`, sorted by name) with **one**
-    seen-set across all of them, so a word is kept once, in the first file
-    that lists it, whether that is a noun or an adjective file. Each
-    ``<txt_dir>/<lexname>.txt`` holds one label per line; blank lines are
-    skipped and surrounding whitespace stripped.
-
-    Returns:
-        ``(nouns, adjectives)``: the words of the ``noun.*`` and ``adj.*``
-        files in reading order, disjoint.
-
-    Raises:
-        FileNotFoundError: naming every missing file.
-    """
-    txt_dir = Path(txt_dir)
-    if not txt_dir.is_dir():
-        raise FileNotFoundError(
-            f'NegLabel candidate directory (txt_dir) not found: {txt_dir}; '
-            'build it with tools/build_wordnet_txtfiles.py or pass '
-            'txt_dir=...')
-    order = candidate_file_order(lexnames)
-    kinds = [lexname_kind(name) for name in order]
-    paths = [txt_dir / f'{name}.txt' for name in order]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            'NegLabel candidate file(s) not found: ' + ', '.join(missing))
-    seen = set()
-    pools: Dict[str, List[str]] = {NOUN: [], ADJ: []}
-    for kind, path in zip(kinds, paths):
-        for line in path.read_text(encoding='utf-8').splitlines():
-            label = line.strip()
-            if label and label not in seen:
-                seen.add(label)
-                pools[kind].append(label)
-    return pools[NOUN], pools[ADJ]
-
-
-def read_prompt_array(path: Union[str, Path]) -> List[str]:
-    """Read a numpy ``.npy`` array of full prompt strings, such as CMA's
-    ``Neglabel/neg_label_10000.npy`` (10,000 prompts, "This is a X photo"
-    then "The nice X"), loaded without pickle.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file, unless it holds a non-empty 1-D array
-            of non-empty strings (numpy ``str`` or UTF-8 ``bytes``).
-    """
-    import numpy as np
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'NegLabel prompt array not found: {path}')
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise ValueError(
-            f'NegLabel: {path} is not a numpy .npy array of strings '
-            f'({type(err).__name__}: {err})') from err
-    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.size == 0 \
-            or arr.dtype.kind not in 'US':
-        what = (f'an array of dtype {arr.dtype} and shape {arr.shape}'
-                if isinstance(arr, np.ndarray) else type(arr).__name__)
-        raise ValueError(
-            f'NegLabel: {path} holds {what}; expected a non-empty 1-D array '
-            'of prompt strings (e.g. CMA\'s neg_label_10000.npy)')
-    prompts = [
-        v.decode('utf-8') if isinstance(v, bytes) else str(v)
-        for v in arr.tolist()
-    ]
-    empty = [i for i, v in enumerate(prompts) if not v.strip()]
-    if empty:
-        raise ValueError(f'NegLabel: {path} holds {len(empty)} empty '
-                         f'prompt(s), e.g. at index {empty[0]}')
-    return prompts
-
-
-def read_label_file(path: Union[str, Path]) -> Tuple[List[str], List[str]]:
-    """Read a negative-label file: ``(labels, kinds)``.
-
-    A ``.npy`` file is an array of full prompts (:func:`read_prompt_array`),
-    each of kind ``'p'`` (encoded verbatim). Any other file is text, one
-    label per line: ``n<TAB>label`` (a noun, prompted with the noun
-    template), ``a<TAB>label`` (an adjective), ``p<TAB>prompt`` (a full
-    prompt) or a plain ``label`` (a noun). Blank lines are skipped. This is
-    the format ``dump_labels`` writes.
-    """
-    path = Path(path)
-    if path.suffix == '.npy':
-        prompts = read_prompt_array(path)
-        return prompts, [PROMPT] * len(prompts)
-    if not path.is_file():
-        raise FileNotFoundError(f'NegLabel label file not found: {path}')
-    labels, kinds = [], []
-    for line in path.read_text(encoding='utf-8').splitlines():
-        tag, sep, rest = line.partition('\t')
-        if sep and tag in (NOUN, ADJ, PROMPT):
-            kind, label = tag, rest.strip()
-        else:
-            kind, label = NOUN, line.strip()
-        if label:
-            labels.append(label)
-            kinds.append(kind)
-    if not labels:
-        raise ValueError(f'NegLabel label file {path} holds no labels')
-    return labels, kinds
-
-
-def write_label_file(path: Union[str, Path], labels: Sequence[str],
-                     kinds: Sequence[str]) -> None:
-    """Write ``kind<TAB>label`` lines readable by :func:`read_label_file`
-    (atomically: a temporary file then ``os.replace``)."""
-    atomic_write_text(
-        str(path), ''.join(f'{k}\t{lab}\n' for lab, k in zip(labels, kinds)))
-
-
-def text_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The text-tower entries of a CLIP state dict (sorted by name)."""
-    state = clip_model.state_dict()
-    return {
-        k: state[k]
-        for k in sorted(state) if k.split('.', 1)[0] in TEXT_TOWER_KEYS
-    }
-
-
-def hash_tensors(tensors: Dict[str, torch.Tensor], hasher) -> None:
-    """Feed names, dtypes, shapes and raw bytes of ``tensors`` to
-    ``hasher``."""
-    for name, tensor in tensors.items():
-        t = tensor.detach().cpu().contiguous()
-        hasher.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
-        hasher.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 @MODELS.register_module()
@@ -371,7 +180,7 @@ class NegLabelScorer(BaseOoDScorer):
         if self.cache_dir is False:
             return None
         if self.cache_dir is None:
-            return default_cache_dir()
+            return default_cache_dir('neglabel')
         return Path(osp.expanduser(str(self.cache_dir)))
 
     def read_candidates(self) -> Tuple[List[str], List[str]]:
@@ -385,93 +194,57 @@ class NegLabelScorer(BaseOoDScorer):
                      PROMPT: '{}'}
         return [templates[k].format(lab) for lab, k in zip(labels, kinds)]
 
-    def cache_key(self, classifier: nn.Module, nouns: Sequence[str],
+    def cache_key(self, context: ScorerContext, nouns: Sequence[str],
                   adjs: Sequence[str]) -> str:
         """sha256 of everything the mined negatives depend on."""
         hasher = hashlib.sha256()
         meta = dict(
             format=CACHE_FORMAT_VERSION,
-            id_classnames=list(classifier.classnames),
-            id_template=classifier.test_template,
-            context_length=int(classifier.context_length),
+            id_classnames=list(context.classnames),
+            id_template=context.test_template,
+            context_length=int(context.context_length),
             noun_template=self.noun_template,
             adj_template=self.adj_template,
             percentile=self.percentile,
             ratio=self.ratio,
             nouns=list(nouns),
-            adjectives=list(adjs))
+            adjectives=list(adjs),
+            text_tower=context.text_fingerprint())
         hasher.update(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
-        hash_tensors(text_tower_state(classifier.clip), hasher)
         return hasher.hexdigest()
 
-    def tokenize(self, prompts: Sequence[str],
-                 context_length: int) -> torch.Tensor:
-        """Token ids ``(N, context_length)`` of ``prompts``.
-
-        Tokenising ~70,000 prompts takes seconds of CPU time and does not
-        depend on the model, so with caching on the result is stored in the
-        cache directory, keyed by the prompts and the context length."""
-        cache = self.resolved_cache_dir()
-        if cache is None:
-            return tokenize(prompts, context_length)
-        hasher = hashlib.sha256(f'{CACHE_FORMAT_VERSION}:{context_length}'
-                                .encode())
-        for prompt in prompts:
-            hasher.update(prompt.encode('utf-8') + b'\0')
-        path = cache / f'tokens-{hasher.hexdigest()}.pt'
-        if path.is_file():
-            try:
-                tokens = torch.load(path, map_location='cpu',
-                                    weights_only=True)
-                if tuple(tokens.shape) == (len(prompts), context_length):
-                    mark_used(path)
-                    return tokens.long()
-            except Exception as err:  # corrupt: tokenise again
-                print_log(f'NegLabel: ignoring unreadable {path}: {err!r}',
-                          logger='current', level=logging.WARNING)
-        tokens = tokenize(prompts, context_length)
-        try:
-            atomic_torch_save(tokens.int(), str(path))
-        except OSError as err:
-            print_log(f'NegLabel: could not write {path}: {err!r}',
-                      logger='current', level=logging.WARNING)
-        else:
-            self._prune_cache(path)
-        return tokens
-
-    def _prune_cache(self, written: Path) -> None:
+    def _prune_cache(self, keep: Path) -> None:
         """Evict least recently used cache files beyond
-        ``cache_max_bytes``, keeping ``written``."""
-        prune_cache(written.parent, CACHE_PATTERNS, self.cache_max_bytes,
-                    keep=[written])
+        ``cache_max_bytes``, keeping ``keep``."""
+        prune_cache(keep.parent, CACHE_PATTERNS, self.cache_max_bytes,
+                    keep=[keep])
 
-    def encode(self, classifier: nn.Module,
+    def encode(self, context: ScorerContext,
                prompts: Sequence[str]) -> torch.Tensor:
         """Normalised fp32 embeddings ``(N, D)`` of ``prompts``, encoded
-        ``batch_size`` at a time (sorted by length) with a progress bar."""
-        device = classifier.clip.logit_scale.device
+        ``batch_size`` at a time (sorted by length) with a progress bar;
+        token ids are cached next to the mined negatives."""
         if not prompts:
-            dim = classifier.clip.text_projection.shape[1]
-            return torch.empty(0, dim, device=device)
+            return torch.empty(0, context.embed_dim, device=context.device)
         rank, _ = get_dist_info()
-        tokens = self.tokenize(prompts, classifier.context_length)
-        return classifier.encode_prompts(
-            tokens.to(device),
+        return context.encode_text(
+            list(prompts),
             batch_size=self.batch_size,
-            progress=self.show_progress and rank == 0).float()
+            progress=self.show_progress and rank == 0,
+            token_cache_dir=self.resolved_cache_dir()).float()
 
     # ------------------------------------------------------------- mining
-    def mine(self, classifier: nn.Module, nouns: Sequence[str],
+    def mine(self, context: ScorerContext, nouns: Sequence[str],
              adjs: Sequence[str]) -> dict:
         """Encode the candidates and keep the negative labels."""
         print_log(
             f'NegLabel: encoding {len(nouns)} noun and {len(adjs)} adjective '
             'candidate labels', logger='current')
         kinds = [NOUN] * len(nouns) + [ADJ] * len(adjs)
-        feats = self.encode(classifier,
+        feats = self.encode(context,
                             self.prompts(list(nouns) + list(adjs), kinds))
         noun_feats, adj_feats = feats[:len(nouns)], feats[len(nouns):]
-        pos_feats = classifier.class_embeddings().float()
+        pos_feats = context.class_embeddings().float()
         noun_idx, adj_idx = mine_negative_labels(pos_feats, noun_feats,
                                                  adj_feats, self.percentile,
                                                  self.ratio)
@@ -536,18 +309,18 @@ class NegLabelScorer(BaseOoDScorer):
             f'{path}', logger='current')
         self._prune_cache(path)
 
-    def _load_or_mine(self, classifier, nouns, adjs, path: Optional[Path],
+    def _load_or_mine(self, context, nouns, adjs, path: Optional[Path],
                       key: Optional[str]) -> dict:
         if path is not None:
             cached = self._load_cache(path, key)
             if cached is not None:
                 return cached
-        result = self.mine(classifier, nouns, adjs)
+        result = self.mine(context, nouns, adjs)
         if path is not None:
             self._save_cache(path, key, result)
         return result
 
-    def negatives_for(self, classifier: nn.Module) -> dict:
+    def negatives_for(self, context: ScorerContext) -> dict:
         """Mined (or cached) negatives: ``dict(labels, kinds, embeds)``.
 
         Under an initialised process group with caching on, rank 0 loads
@@ -560,17 +333,16 @@ class NegLabelScorer(BaseOoDScorer):
         cache_dir = self.resolved_cache_dir()
         if cache_dir is None:
             self.cache_file = None
-            return self.mine(classifier, nouns, adjs)
-        key = self.cache_key(classifier, nouns, adjs)
+            return self.mine(context, nouns, adjs)
+        key = self.cache_key(context, nouns, adjs)
         path = cache_dir / f'neglabel_{key}.pt'
         self.cache_file = path
         rank, world_size = get_dist_info()
         if world_size == 1:
-            return self._load_or_mine(classifier, nouns, adjs, path, key)
+            return self._load_or_mine(context, nouns, adjs, path, key)
         if rank == 0:
             try:
-                result = self._load_or_mine(classifier, nouns, adjs, path,
-                                            key)
+                result = self._load_or_mine(context, nouns, adjs, path, key)
             except Exception as err:
                 broadcast_object_list([f'{type(err).__name__}: {err}'])
                 raise
@@ -587,16 +359,16 @@ class NegLabelScorer(BaseOoDScorer):
                 f'NegLabel: rank {rank} cannot read the cache {path} '
                 'written by rank 0; mining here', logger='current',
                 level=logging.WARNING)
-            result = self.mine(classifier, nouns, adjs)
+            result = self.mine(context, nouns, adjs)
         return result
 
     # ------------------------------------------------------------ scoring
-    def prepare(self, classifier: nn.Module) -> None:
-        """Build the negative labels for the classifier's current weights
+    def prepare(self, context: ScorerContext) -> None:
+        """Build the negative labels for the model's current weights
         (mined, cached or read from ``neg_labels_file``)."""
-        if getattr(classifier, 'classnames', None) is None:
-            raise RuntimeError('NegLabelScorer needs the classifier\'s ID '
-                               'class names')
+        if context.classnames is None:
+            raise RuntimeError('NegLabelScorer needs the ID class names '
+                               '(model.classnames)')
         if self.neg_labels_file is not None:
             labels, kinds = read_label_file(
                 osp.expanduser(str(self.neg_labels_file)))
@@ -606,16 +378,16 @@ class NegLabelScorer(BaseOoDScorer):
             result = dict(
                 labels=labels,
                 kinds=kinds,
-                embeds=self.encode(classifier, self.prompts(labels, kinds)))
+                embeds=self.encode(context, self.prompts(labels, kinds)))
         else:
-            result = self.negatives_for(classifier)
+            result = self.negatives_for(context)
         num_neg = len(result['labels'])
         if self.ngroup > num_neg:
             raise ValueError(
                 f'NegLabel: ngroup={self.ngroup} exceeds the number of '
                 f'negative labels ({num_neg}); lower ngroup, raise ratio '
                 f'(now {self.ratio}) or use more candidate labels')
-        device = classifier.clip.logit_scale.device
+        device = context.device
         self.neg_labels = list(result['labels'])
         self.neg_kinds = list(result['kinds'])
         self.neg_embeds = result['embeds'].to(device=device,
@@ -632,7 +404,7 @@ class NegLabelScorer(BaseOoDScorer):
     def forward(self, image_embeds: torch.Tensor, cos_sim: torch.Tensor,
                 logit_scale: torch.Tensor) -> torch.Tensor:
         if self.neg_embeds is None:
-            raise RuntimeError('NegLabelScorer.prepare(classifier) must run '
+            raise RuntimeError('NegLabelScorer.prepare(context) must run '
                                'before scoring')
         # fp32 similarities even under autocast: tau = 0.01 amplifies
         # half-precision rounding 100 times

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .tensor_checks import check_matrix
+from ...utils.checks import check_matrix
 
 #: Older torch releases refuse torch.quantile inputs larger than this; the
 #: chunk is kept under it whatever the torch version.

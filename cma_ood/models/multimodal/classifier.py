@@ -6,50 +6,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.utils import ProgressBar
-from mmpretrain.datasets.categories import IMAGENET_SIMPLE_CATEGORIES
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from .clip_builder import build_clip, tokenize
+from ..ood_scorers.base import ScorerContext
+from ..utils.fingerprint import image_tower_sha256, text_tower_sha256
+from ..utils.prompts import check_template, resolve_classnames
+from .clip_builder import build_clip, cached_tokenize, tokenize
 from .clip_text import encode_text_truncated, round_length, text_length
 from .clip_vision import encode_image_vit, is_clip_vit
 
 # CLIP's normalisation on the 0-255 scale of mmpretrain's preprocessors
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
-
-CLASSNAME_ALIASES = {'imagenet': IMAGENET_SIMPLE_CATEGORIES}
-
-
-def resolve_classnames(
-        classnames: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
-    """Turn ``None``, an alias (``'imagenet'``) or a sequence into a list."""
-    if classnames is None:
-        return None
-    if isinstance(classnames, str):
-        if classnames not in CLASSNAME_ALIASES:
-            raise KeyError(f'Unknown class-name alias {classnames!r}; use one '
-                           f'of {list(CLASSNAME_ALIASES)} or pass a list')
-        return list(CLASSNAME_ALIASES[classnames])
-    names = [str(c) for c in classnames]
-    if not names:
-        raise ValueError('classnames is empty')
-    return names
-
-
-def check_template(template: str, what: str = 'template') -> str:
-    """Validate a prompt template with exactly one ``{}`` placeholder."""
-    try:
-        filled = template.format('\0')
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(
-            f'{what} {template!r} must contain exactly one "{{}}" '
-            f'placeholder for the class name ({err!r})') from None
-    if filled.count('\0') != 1:
-        raise ValueError(f'{what} {template!r} must contain exactly one '
-                         '"{}" placeholder for the class name')
-    return template
-
 
 @MODELS.register_module()
 class MultiModalClassifier(BaseModel):
@@ -79,7 +48,9 @@ class MultiModalClassifier(BaseModel):
             them from the dataset's metainfo (``ClassNamesHook``).
         train_template (str): prompt used by ``loss``.
         test_template (str): prompt used by ``predict``/``tensor``.
-        loss (dict): loss config, ``CMALoss`` by default.
+        loss (dict): loss config, ``CMALoss`` by default; called as
+            ``loss(image_embeds, text_embeds, logit_scale, output_dict=True)``
+            and returning a dict with ``loss`` (plus logged parts).
         ood_scorers (list[dict]): scorers evaluated by ``predict``.
         freeze_image (bool): keep the image tower fixed.
         freeze_text (bool): keep the text tower (and logit scale) fixed.
@@ -269,6 +240,59 @@ class MultiModalClassifier(BaseModel):
         embeds = F.normalize(torch.cat(chunks).float(), dim=-1)
         return embeds[order.argsort()]
 
+    def embed_prompts(self,
+                      prompts: Sequence[str],
+                      batch_size: Optional[int] = None,
+                      progress: bool = False,
+                      token_cache_dir=None) -> torch.Tensor:
+        """L2-normalised fp32 embeddings ``(N, D)`` of full prompts
+        (:meth:`encode_prompts` of their token ids, which are cached in
+        ``token_cache_dir`` if given, see :func:`cached_tokenize`)."""
+        tokens = cached_tokenize(prompts, self.context_length,
+                                 token_cache_dir)
+        return self.encode_prompts(
+            tokens.to(self.clip.logit_scale.device), batch_size=batch_size,
+            progress=progress)
+
+    def scorer_context(self) -> ScorerContext:
+        """What the OoD scorers may know about this model (its current
+        weights): see :class:`~cma_ood.models.ood_scorers.ScorerContext`.
+        The fingerprints are computed on first use."""
+        context = ScorerContext(
+            device=self.clip.logit_scale.device,
+            classnames=None if self.classnames is None else list(
+                self.classnames),
+            test_template=self.test_template,
+            context_length=int(self.context_length),
+            embed_dim=int(self.clip.text_projection.shape[1]),
+            image_tower=self.clip.visual,
+            class_embeddings=self.class_embeddings,
+            encode_text=self.embed_prompts,
+            text_fingerprint=lambda: context.memoized(
+                'text', lambda: text_tower_sha256(self.clip)),
+            image_fingerprint=lambda: context.memoized(
+                'image', lambda: image_tower_sha256(self.clip)))
+        return context
+
+    def prepare_scorers(self, validating: bool = False) -> None:
+        """Prepare the scorers that are not ready for the current weights:
+        all of them, or with ``validating`` those that score during
+        validation (``at_validation``). :class:`~cma_ood.engine.hooks.
+        PrepareScorersHook` calls this before the val/test loop, so that
+        mining, file reads and collectives happen there rather than in the
+        first ``test_step``; :meth:`predict` calls it too (lazy fallback)."""
+        pending = [
+            s for s in self.ood_scorers
+            if s.name not in self._prepared and (not validating
+                                                 or s.at_validation)
+        ]
+        if not pending:
+            return
+        context = self.scorer_context()
+        for scorer in pending:
+            scorer.prepare(context)
+            self._prepared.add(scorer.name)
+
     def class_embeddings(self) -> torch.Tensor:
         """Normalised test-prompt embeddings ``(C, D)``, cached until the
         weights change (train mode or ``load_state_dict``)."""
@@ -311,8 +335,12 @@ class MultiModalClassifier(BaseModel):
         text_embeds = self._encode_train_prompts(classes)[inverse.to(
             inputs.device, non_blocking=True)]
         scale = self.logit_scale()
-        losses = self.loss_module.forward_parts(image_embeds.float(),
-                                                text_embeds.float(), scale)
+        # one entry point, open_clip's convention: the loss and its logged
+        # parts as a dict (a loss returning a tensor gives just 'loss')
+        losses = self.loss_module(image_embeds.float(), text_embeds.float(),
+                                  scale, output_dict=True)
+        if isinstance(losses, torch.Tensor):
+            losses = dict(loss=losses)
         losses['logit_scale'] = scale.detach()
         return losses
 
@@ -355,10 +383,7 @@ class MultiModalClassifier(BaseModel):
                 data_samples: Optional[List[DataSample]] = None
                 ) -> List[DataSample]:
         scorers = self.active_scorers()
-        for scorer in scorers:
-            if scorer.name not in self._prepared:
-                scorer.prepare(self)
-                self._prepared.add(scorer.name)
+        self.prepare_scorers(validating=self._validating)
         logits, cos_sim, image_embeds = self._zero_shot_logits(inputs)
         scale = self.logit_scale()
         scores = {

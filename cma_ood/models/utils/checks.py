@@ -30,3 +30,18 @@ def check_matrix(x: Tensor,
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f'{name} has feature dimension {x.shape[1]}, '
                          f'expected {dim}')
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive int, got {value!r}')
+    return value
+
+
+def check_choice(value, choices, name: str):
+    """``value`` if it is one of ``choices``, else ValueError."""
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {list(choices)}, got '
+                         f'{value!r}')
+    return value

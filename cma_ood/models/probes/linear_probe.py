@@ -22,8 +22,9 @@ from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..utils.feature_file import load_feature_file
-from .feature_scores import check_normalize, feature_stats, normalize_features
+from ...utils.feature_file import load_feature_file
+from ..ood_scorers.functional.feature import (check_normalize, feature_stats,
+                                             normalize_features)
 
 Targets = Union[torch.Tensor, Sequence[torch.Tensor], Sequence[DataSample],
                 None]
@@ -47,7 +48,7 @@ def probe_logits(feats: torch.Tensor,
         weight: ``(C, D)``; bias: ``(C,)`` or ``None``.
         normalize: ``'zscore'`` (``(feats - mean) / std`` with the training
             statistics), ``'l2'`` (unit rows) or ``None``; see
-            :func:`~cma_ood.models.feature_scores.normalize_features`.
+            :func:`~cma_ood.models.ood_scorers.functional.feature.normalize_features`.
         mean, std: ``(D,)`` training statistics for ``'zscore'``.
 
     Returns:
@@ -68,7 +69,7 @@ class LinearProbe(BaseModel):
 
     * ``'zscore'`` (PLP, the default): ``(x - mean) / std`` with the
       per-dimension mean and unbiased std of the training features
-      (:func:`~cma_ood.models.feature_scores.feature_stats`). They are the
+      (:func:`~cma_ood.models.ood_scorers.functional.feature.feature_stats`). They are the
       buffers ``feat_mean`` / ``feat_std``, computed from ``stats_file``
       (the training feature file) at the first forward unless a checkpoint
       or :meth:`set_feature_stats` provided them;

@@ -12,7 +12,7 @@ overflow nor underflow for large logits such as ``cos_sim / 0.01``.
 import torch
 from torch import Tensor
 
-from .tensor_checks import check_matrix
+from ...utils.checks import check_matrix
 
 
 def _check_2d(x: Tensor, name: str) -> Tensor:
@@ -98,3 +98,16 @@ def energy_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
     _check_temperature(temperature)
     logits = _check_2d(logits, 'logits')
     return temperature * torch.logsumexp(logits / temperature, dim=1)
+
+
+def l1_norm_score(logits: Tensor) -> Tensor:
+    """PLP's ``l1_norm`` (``non_neg=True``): ``sum_c (l_c - min_c l_c)``.
+
+    Args:
+        logits: (B, C) probe logits.
+
+    Returns:
+        (B,) float32 scores; higher = ID.
+    """
+    logits = _check_2d(logits, 'logits').float()
+    return (logits - logits.amin(dim=1, keepdim=True)).sum(dim=1)

@@ -20,7 +20,7 @@ Test-time features. The classifier hands its scorers the L2-normalised
 image *embeddings*. Scorers fitted on pre-projection features (PLP's
 features, the default of ``tools/extract_features.py``) or on
 un-normalised ones read the tower's pre-projection output of the same
-forward through a :class:`~cma_ood.models.clip_vision.FeatureTap` (a
+forward through a :class:`~cma_ood.models.multimodal.clip_vision.FeatureTap` (a
 forward hook on the ViT's ``ln_post``, or on a ResNet tower), and check on
 every batch that it belongs to the batch (its projection must give back
 the embeddings).
@@ -35,51 +35,34 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
-from ..utils.checkpoint import safe_torch_load
-from ..utils.feature_file import load_feature_file
-from .clip_vision import (check_image_feature, feature_tap,
+from ...utils.checkpoint import safe_torch_load
+from ...utils.feature_file import load_feature_file
+from ..multimodal.clip_vision import (check_image_feature, feature_tap,
                           image_feature_dim, projection_matrix)
-from .encoder_hash import image_tower_sha256
-from .feature_scores import (COVARIANCES, INVERSES, background_fit,
+from .functional.feature import (COVARIANCES, INVERSES, background_fit,
                              check_normalize, feature_stats, knn_score,
                              mahalanobis_fit, mahalanobis_score,
                              normalize_features)
-from .linear_probe import NORM_CODES, NORM_NAMES, probe_logits
-from .ood_scores import energy_score, max_logit_score, msp_score
-from .scorers import BaseOoDScorer
+from ..probes.linear_probe import NORM_CODES, NORM_NAMES, probe_logits
+from .functional.logit import energy_score, max_logit_score, msp_score
+from .base import BaseOoDScorer, ScorerContext
 
-_PROBE_SCORES = {
-    'msp': 'MSP',
-    'max_logit': 'MaxLogit',
-    'energy': 'Energy',
-    'l1_norm': 'L1Norm'
-}
 #: min cosine between the embeddings the classifier passes and the
 #: projection of the captured pre-projection features of the same batch
 _MATCH_COS = 0.999
 
 
-def _classifier_device(classifier: nn.Module) -> torch.device:
-    return classifier.clip.logit_scale.device
-
-
-def l1_norm_score(logits: torch.Tensor) -> torch.Tensor:
-    """PLP's ``l1_norm`` (``non_neg=True``): ``sum_c (l_c - min_c l_c)``."""
-    logits = logits.float()
-    return (logits - logits.amin(dim=1, keepdim=True)).sum(dim=1)
-
-
 def check_same_encoder(who: str, source: str, cached_sha: Optional[str],
-                       classifier: nn.Module) -> None:
+                       context: ScorerContext) -> None:
     """Raise if ``cached_sha`` (the image-tower hash stored with cached
-    features) differs from the classifier's image tower."""
+    features) differs from the model's image tower."""
     if not cached_sha:
         print_log(
             f'{who}: {source} records no image-encoder hash; cannot check '
             'that it matches the classifier', logger='current',
             level=logging.WARNING)
         return
-    own = image_tower_sha256(classifier.clip)
+    own = context.image_fingerprint()
     if own != cached_sha:
         raise ValueError(
             f'{who}: {source} was computed from another image encoder '
@@ -89,32 +72,13 @@ def check_same_encoder(who: str, source: str, cached_sha: Optional[str],
             'check_encoder=False if this is intended')
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a work dir whose ``last_checkpoint`` names
-    one (as MMEngine's ``CheckpointHook`` writes it)."""
-    path = osp.expanduser(str(path))
-    if osp.isdir(path):
-        pointer = osp.join(path, 'last_checkpoint')
-        if not osp.isfile(pointer):
-            raise FileNotFoundError(
-                f'{path} is a directory without a last_checkpoint file; '
-                'pass the probe checkpoint (.pth) itself')
-        with open(pointer) as f:
-            path = f.read().strip()
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'probe checkpoint not found: {path}; train the probe first '
-            '(tools/train.py configs/plp/... or configs/linear-probe/...)')
-    return path
-
-
 class TestFeatures:
     """The features a scorer was fitted on, for the classifier's batch.
 
     ``feature='embedding'`` with ``raw=False`` (a scorer that L2-normalises
     anyway) uses the normalised embeddings the classifier passes. Otherwise
     the un-normalised features come from the tower's
-    :class:`~cma_ood.models.clip_vision.FeatureTap`: ``'pre_projection'``
+    :class:`~cma_ood.models.multimodal.clip_vision.FeatureTap`: ``'pre_projection'``
     as captured, ``'embedding'`` as their projection. Every batch is
     checked: the tap must have seen a new forward of the batch's size whose
     projection matches the embeddings (cosine >= 0.999), else a
@@ -123,17 +87,17 @@ class TestFeatures:
 
     Args:
         who: the scorer, for messages.
-        classifier: the ``MultiModalClassifier``.
+        context: the model's :class:`ScorerContext`.
         feature: ``'pre_projection'`` or ``'embedding'``.
         raw: whether the scorer needs un-normalised features.
     """
     __test__ = False  # not a pytest test class
 
-    def __init__(self, who: str, classifier: nn.Module, feature: str,
+    def __init__(self, who: str, context: ScorerContext, feature: str,
                  raw: bool):
         self.who = who
         self.feature = check_image_feature(feature, who)
-        visual = classifier.clip.visual
+        visual = context.image_tower
         self.direct = feature == 'embedding' and not raw
         self.tap = None if self.direct else feature_tap(visual)
         self.projection = projection_matrix(visual)
@@ -190,26 +154,26 @@ class _FeatureScorer(BaseOoDScorer):
         for attr in ('feat_mean', 'feat_std'):
             self.register_buffer(attr, None, persistent=False)
 
-    def _load(self, classifier: nn.Module) -> dict:
+    def _load(self, context: ScorerContext) -> dict:
         who = type(self).__name__
         data = load_feature_file(self.train_features, what=who)
         if self.check_encoder:
             check_same_encoder(who, f'feature file {self.train_features}',
                                data['meta'].get('image_encoder_sha256'),
-                               classifier)
+                               context)
         kind = data['meta']['feature']
         if self.feature is not None and kind != self.feature:
             raise ValueError(
                 f'{who}: {self.train_features} holds {kind} features, the '
                 f'scorer expects {self.feature}; re-extract with '
                 f'tools/extract_features.py --feature {self.feature}')
-        dim = image_feature_dim(classifier.clip.visual, kind)
+        dim = image_feature_dim(context.image_tower, kind)
         if data['feats'].shape[1] != dim:
             raise ValueError(
                 f'{who}: {self.train_features} holds '
                 f'{data["feats"].shape[1]}-d features, the classifier\'s '
                 f'{kind} features are {dim}-d')
-        self._features = TestFeatures(who, classifier, kind,
+        self._features = TestFeatures(who, context, kind,
                                       raw=self._needs_raw())
         return data
 
@@ -232,131 +196,8 @@ class _FeatureScorer(BaseOoDScorer):
 
     def _check_ready(self, attr: str) -> None:
         if getattr(self, attr) is None or self._features is None:
-            raise RuntimeError(f'{type(self).__name__}.prepare(classifier) '
+            raise RuntimeError(f'{type(self).__name__}.prepare(context) '
                                'must run before scoring')
-
-
-@MODELS.register_module()
-class ProbeScorer(BaseOoDScorer):
-    """OoD score on the logits of a trained linear probe.
-
-    The probe is applied to the features it was trained on (the kind
-    recorded by :class:`~cma_ood.datasets.CachedFeatureDataset` in the
-    checkpoint's ``dataset_meta``: pre-projection features by default,
-    read from the classifier's image tower; see :class:`TestFeatures`),
-    normalised as in training (the probe's ``input_norm`` buffer; z-score
-    with the training statistics stored in the probe): ``logits =
-    norm(x) @ W.T + b``, then ``score``:
-
-    * ``'msp'``: :func:`~cma_ood.models.msp_score` (PLP's ``msp``);
-    * ``'energy'``: :func:`~cma_ood.models.energy_score` with
-      ``temperature`` (PLP's ``free_energy``; PLP uses T = 1);
-    * ``'max_logit'``: :func:`~cma_ood.models.max_logit_score`;
-    * ``'l1_norm'``: :func:`l1_norm_score` (PLP's ``l1_norm``).
-
-    Probes of earlier versions (no ``input_norm``, no recorded feature)
-    are applied as they were trained: L2-normalised embeddings.
-
-    Args:
-        probe_checkpoint (str): a ``LinearProbe`` checkpoint from
-            ``tools/train.py`` (or its work dir: ``last_checkpoint`` is
-            followed); read with ``weights_only=True``.
-        score (str): ``'msp'``, ``'energy'``, ``'max_logit'`` or
-            ``'l1_norm'``.
-        temperature (float): energy temperature.
-        check_encoder (bool): require the features the probe was trained on
-            to come from the classifier's image tower (recorded by
-            ``CachedFeatureDataset`` in the checkpoint's ``dataset_meta``).
-        name (str, optional): results key; ``'Probe-MSP'`` etc. by default.
-    """
-
-    def __init__(self,
-                 probe_checkpoint: str,
-                 score: str = 'msp',
-                 temperature: float = 1.0,
-                 check_encoder: bool = True,
-                 name: Optional[str] = None):
-        if score not in _PROBE_SCORES:
-            raise ValueError(f'ProbeScorer: score must be one of '
-                             f'{list(_PROBE_SCORES)}, got {score!r}')
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        super().__init__(name or f'Probe-{_PROBE_SCORES[score]}')
-        self.probe_checkpoint = probe_checkpoint
-        self.score = score
-        self.temperature = float(temperature)
-        self.check_encoder = check_encoder
-        self.normalize: Optional[str] = None
-        self.feature: Optional[str] = None
-        self._features: Optional[TestFeatures] = None
-        for attr in ('weight', 'bias', 'feat_mean', 'feat_std'):
-            self.register_buffer(attr, None, persistent=False)
-
-    def prepare(self, classifier: nn.Module) -> None:
-        path = resolve_checkpoint(self.probe_checkpoint)
-        ckpt = safe_torch_load(path, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) \
-            else None
-        if not isinstance(state, dict) or 'fc.weight' not in state:
-            raise KeyError(f'ProbeScorer: {path} holds no LinearProbe '
-                           'weights ("fc.weight")')
-        weight, bias = state['fc.weight'], state.get('fc.bias')
-        num = getattr(classifier, 'num_classes', 0)
-        if num and weight.shape[0] != num:
-            raise ValueError(
-                f'ProbeScorer: the probe {path} has {weight.shape[0]} '
-                f'classes but the classifier has {num}')
-        meta = (ckpt.get('meta') or {}).get('dataset_meta') or {}
-        if self.check_encoder:
-            check_same_encoder('ProbeScorer', f'the probe {path}',
-                               meta.get('image_encoder_sha256'), classifier)
-        # probes of earlier versions: L2-normalised embeddings
-        code = state.get('input_norm')
-        code = NORM_CODES['l2'] if code is None else int(code)
-        if code not in NORM_NAMES:
-            raise ValueError(f'ProbeScorer: {path} has an unknown '
-                             f'input_norm {code}')
-        self.normalize = NORM_NAMES[code]
-        self.feature = meta.get('feature') or 'embedding'
-        dim = image_feature_dim(classifier.clip.visual, self.feature)
-        if weight.shape[1] != dim:
-            raise ValueError(
-                f'ProbeScorer: the probe {path} takes {weight.shape[1]}-d '
-                f'inputs, the classifier\'s {self.feature} features are '
-                f'{dim}-d')
-        device = _classifier_device(classifier)
-        self.weight = weight.to(device, torch.float32)
-        self.bias = None if bias is None else bias.to(device, torch.float32)
-        if self.normalize == 'zscore':
-            mean, std = state.get('feat_mean'), state.get('feat_std')
-            if mean is None or std is None or not (
-                    torch.isfinite(mean).all() and torch.isfinite(std).all()):
-                raise ValueError(f'ProbeScorer: {path} has no finite '
-                                 'z-score statistics (feat_mean/feat_std)')
-            self.feat_mean = mean.to(device, torch.float32)
-            self.feat_std = std.to(device, torch.float32)
-        self._features = TestFeatures('ProbeScorer', classifier,
-                                      self.feature,
-                                      raw=self.normalize != 'l2')
-        print_log(f'ProbeScorer ({self.name}): {weight.shape[0]} x '
-                  f'{weight.shape[1]} probe on {self.normalize} '
-                  f'{self.feature} features from {path}', logger='current')
-
-    def forward(self, image_embeds, cos_sim, logit_scale):
-        if self.weight is None or self._features is None:
-            raise RuntimeError('ProbeScorer.prepare(classifier) must run '
-                               'before scoring')
-        with torch.autocast(image_embeds.device.type, enabled=False):
-            logits = probe_logits(self._features(image_embeds), self.weight,
-                                  self.bias, self.normalize, self.feat_mean,
-                                  self.feat_std)
-            if self.score == 'msp':
-                return msp_score(logits)
-            if self.score == 'max_logit':
-                return max_logit_score(logits)
-            if self.score == 'l1_norm':
-                return l1_norm_score(logits)
-            return energy_score(logits, self.temperature)
 
 
 @MODELS.register_module()
@@ -364,10 +205,10 @@ class MahalanobisScorer(_FeatureScorer):
     """Negative minimum Mahalanobis distance to the training classes.
 
     :meth:`prepare` fits class means and a shared covariance
-    (:func:`~cma_ood.models.feature_scores.mahalanobis_fit`, float64, on the
+    (:func:`~cma_ood.models.ood_scorers.functional.feature.mahalanobis_fit`, float64, on the
     classifier's device) to the cached training features after
     ``normalize``, skipping samples without a label; :meth:`forward`
-    returns :func:`~cma_ood.models.feature_scores.mahalanobis_score` of the
+    returns :func:`~cma_ood.models.ood_scorers.functional.feature.mahalanobis_score` of the
     batch's features of the same kind, normalised the same way. Defaults
     follow PLP's ``MahaDist``: the file's (pre-projection) features as they
     are, the mean of the per-class unbiased covariances, ``inv``. (The
@@ -429,8 +270,8 @@ class MahalanobisScorer(_FeatureScorer):
         for attr in ('means', 'precision', 'bg_mean', 'bg_precision'):
             self.register_buffer(attr, None, persistent=False)
 
-    def prepare(self, classifier: nn.Module) -> None:
-        data = self._load(classifier)
+    def prepare(self, context: ScorerContext) -> None:
+        data = self._load(context)
         labels = data[self.labels]
         if labels is None:
             raise ValueError(
@@ -441,7 +282,7 @@ class MahalanobisScorer(_FeatureScorer):
         if not keep.any():
             raise ValueError(f'MahalanobisScorer: {self.train_features} has '
                              f'no labelled samples ({self.labels})')
-        device = _classifier_device(classifier)
+        device = context.device
         feats = data['feats'][keep].to(device)
         labels = labels[keep].to(device)
         self._fit_stats(feats, device)
@@ -483,7 +324,7 @@ class KNNScorer(_FeatureScorer):
     :meth:`prepare` keeps the cached training features (all samples of the
     file, labelled or not), after ``normalize`` and then L2-normalised, on
     the classifier's device in ``dtype``; :meth:`forward` returns
-    :func:`~cma_ood.models.feature_scores.knn_score` of the batch's
+    :func:`~cma_ood.models.ood_scorers.functional.feature.knn_score` of the batch's
     features of the same kind, processed the same way. Defaults follow PLP
     (``eval/ood_scores.py: OOD_classifier_knn`` with ``--ood_knn_ks 1``):
     k = 1 on the cosine similarity of the file's (pre-projection) features.
@@ -533,14 +374,14 @@ class KNNScorer(_FeatureScorer):
         # the cosine ignores the length of the rows
         return self.normalize == 'zscore'
 
-    def prepare(self, classifier: nn.Module) -> None:
-        data = self._load(classifier)
+    def prepare(self, context: ScorerContext) -> None:
+        data = self._load(context)
         feats = data['feats']
         if feats.shape[0] < self.k:
             raise ValueError(
                 f'KNNScorer: k={self.k} exceeds the {feats.shape[0]} '
                 f'features of {self.train_features}')
-        device = _classifier_device(classifier)
+        device = context.device
         self._fit_stats(feats, device)
         train = torch.empty(feats.shape, dtype=getattr(torch, self.dtype),
                             device=device)

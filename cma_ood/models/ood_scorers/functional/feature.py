@@ -1,15 +1,8 @@
-"""Feature-space OoD scores and PLP's zero-shot pseudo-labels (pure torch).
+"""Feature-space OoD scores (pure torch).
 
 Functional core of the probing baselines (no module state, no I/O), with
 the published PLP code (HHU-MMBS/plp-official-tmlr2024) as the reference:
 
-* :data:`PLP_TEMPLATES`, :func:`zero_shot_ensemble_weights` and
-  :func:`pseudo_labels`: the targets of pseudo-label probing (PLP, TMLR
-  2024), i.e. the argmax of CLIP's zero-shot classifier built from a prompt
-  ensemble (``eval/utils.py: clip_label_embeddings``,
-  ``linear_probing.py: clip_pseudo_probs``); :func:`first_synonyms` /
-  :func:`imagenet_first_synonyms`: its ImageNet class names
-  (``loaders/datasets.py: get_class_names``).
 * :func:`feature_stats` / :func:`normalize_features`: the per-dimension
   z-scoring with the training set's mean and unbiased std that PLP applies
   before the probe (``embed_norm=True``; ``gen_embeds.py: save_embeds``,
@@ -27,22 +20,13 @@ Conventions: features are rows, ``(N, D)``; labels are int64 class
 indices; every score is ``(B,)`` with **higher = more in-distribution**.
 Results are float32 unless stated otherwise.
 """
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .tensor_checks import check_matrix
-
-#: PLP's prompt ensemble (exact strings, trailing period included)
-PLP_TEMPLATES = (
-    'a photo of a {}.',
-    'a blurry photo of a {}.',
-    'a photo of many {}.',
-    'a photo of the large {}.',
-    'a photo of the small {}.',
-)
+from ...utils.checks import check_choice, check_matrix, check_positive_int
 
 #: feature normalisations: z-score (train mean / unbiased std), row-wise
 #: L2, or none
@@ -51,152 +35,6 @@ NORMALIZATIONS = ('zscore', 'l2', None)
 COVARIANCES = ('class_mean', 'pooled')
 #: how :func:`mahalanobis_fit` inverts the covariance
 INVERSES = ('inv', 'pinv')
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
-    return value
-
-
-def _check_choice(value, choices, name: str):
-    if value not in choices:
-        raise ValueError(f'{name} must be one of {list(choices)}, got '
-                         f'{value!r}')
-    return value
-
-
-# ----------------------------------------------------------- class names
-def first_synonyms(categories: Sequence[str]) -> List[str]:
-    """The first synonym of each comma-separated entry.
-
-    PLP's ``get_class_names`` takes ``label.split(',')[0]`` of every line of
-    its ImageNet label list (no stripping: the first synonym never carries
-    surrounding spaces there or in mmpretrain's lists).
-    """
-    return [str(c).split(',')[0] for c in categories]
-
-
-def imagenet_first_synonyms() -> List[str]:
-    """PLP's 1000 ImageNet class names: the first synonym of every entry of
-    mmpretrain's ``IMAGENET_CATEGORIES`` (``'tench, Tinca tinca'`` ->
-    ``'tench'``), identical to ``split(',')[0]`` of the published
-    ``loaders/imagenet1000_clsidx_to_labels.txt``. 363 of them differ from
-    ``IMAGENET_SIMPLE_CATEGORIES`` (297 ignoring letter case)."""
-    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
-    return first_synonyms(IMAGENET_CATEGORIES)
-
-
-#: class-name lists for the pseudo-labels, by name
-CLASSNAME_SETS = {'imagenet_first_synonym': imagenet_first_synonyms}
-
-
-def resolve_classname_set(
-        classnames: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
-    """``None``, a name of :data:`CLASSNAME_SETS` or a sequence -> list."""
-    if classnames is None:
-        return None
-    if isinstance(classnames, str):
-        if classnames not in CLASSNAME_SETS:
-            raise KeyError(f'unknown class-name set {classnames!r}; use one '
-                           f'of {list(CLASSNAME_SETS)} or pass a list')
-        return CLASSNAME_SETS[classnames]()
-    names = [str(c) for c in classnames]
-    if not names:
-        raise ValueError('classnames is empty')
-    return names
-
-
-# ------------------------------------------------------------------ PLP
-def zero_shot_ensemble_weights(encode_fn: Callable[[Sequence[str]], Tensor],
-                               classnames: Sequence[str],
-                               templates: Sequence[str] = PLP_TEMPLATES
-                               ) -> Tensor:
-    """CLIP's zero-shot classifier from a prompt ensemble.
-
-    For every template ``t``, the prompts ``t.format(c)`` of all classes are
-    encoded and L2-normalised; the per-class mean over the templates is
-    L2-normalised again (CLIP's prompt-ensembling recipe).
-
-    Args:
-        encode_fn: maps a list of ``C`` prompts to their text embeddings
-            ``(C, D)`` (normalised or not: each is normalised here).
-        classnames: the ``C`` ID class names.
-        templates: prompt templates with one ``{}`` each; defaults to
-            :data:`PLP_TEMPLATES`.
-
-    Returns:
-        float32 ``(C, D)`` unit-norm class weights, on ``encode_fn``'s
-        device.
-    """
-    classnames = list(classnames)
-    templates = list(templates)
-    if not classnames:
-        raise ValueError('zero_shot_ensemble_weights: classnames is empty')
-    if not templates:
-        raise ValueError('zero_shot_ensemble_weights: templates is empty')
-    total = None
-    for template in templates:
-        if template.count('{}') != 1:
-            raise ValueError(f'template {template!r} must contain exactly '
-                             'one "{}" placeholder')
-        embeds = encode_fn([template.format(c) for c in classnames])
-        check_matrix(embeds, f'embeddings of template {template!r}')
-        if embeds.shape[0] != len(classnames):
-            raise ValueError(
-                f'encode_fn returned {embeds.shape[0]} embeddings for '
-                f'{len(classnames)} prompts of template {template!r}')
-        embeds = F.normalize(embeds.float(), dim=-1)
-        total = embeds if total is None else total + embeds
-    return F.normalize(total / len(templates), dim=-1)
-
-
-def pseudo_labels(feats: Tensor,
-                  class_weights: Tensor,
-                  chunk_size: int = 65536,
-                  projection: Optional[Tensor] = None) -> Tensor:
-    """PLP targets: ``argmax_c (feats @ projection) @ class_weights.T``.
-
-    The zero-shot prediction of every row. ``projection`` maps
-    pre-projection image features into the joint embedding space (a ViT
-    tower's ``proj``); ``None`` means ``feats`` are embeddings already. The
-    argmax does not depend on the length of a row, so the features need not
-    be normalised (PLP normalises the pre-projection features, projects
-    them and takes the argmax of the cosine logits; the result is the
-    same).
-
-    Args:
-        feats: ``(N, D)`` image features (any float dtype; float32
-            products).
-        class_weights: ``(C, E)`` zero-shot classifier, e.g. from
-            :func:`zero_shot_ensemble_weights`.
-        chunk_size: rows of ``feats`` per matrix product.
-        projection: ``(D, E)`` or ``None`` (then ``E == D``).
-
-    Returns:
-        int64 ``(N,)`` class indices, on ``feats``' device.
-    """
-    check_matrix(feats, 'feats')
-    _check_positive_int(chunk_size, 'chunk_size')
-    if projection is not None:
-        check_matrix(projection, 'projection', '(D, E)', dim=None)
-        if projection.shape[0] != feats.shape[1]:
-            raise ValueError(
-                f'projection maps {projection.shape[0]}-d features, feats '
-                f'are {feats.shape[1]}-d')
-        proj = projection.to(feats.device, torch.float32)
-        emb_dim = proj.shape[1]
-    else:
-        proj, emb_dim = None, feats.shape[1]
-    check_matrix(class_weights, 'class_weights', '(C, E)', dim=emb_dim)
-    weights = class_weights.to(feats.device, torch.float32)
-    out = torch.empty(feats.shape[0], dtype=torch.long, device=feats.device)
-    for start in range(0, feats.shape[0], chunk_size):
-        chunk = feats[start:start + chunk_size].float()
-        if proj is not None:
-            chunk = chunk @ proj
-        out[start:start + chunk.shape[0]] = (chunk @ weights.T).argmax(dim=1)
-    return out
 
 
 # -------------------------------------------------------- normalisation
@@ -222,7 +60,7 @@ def feature_stats(feats: Tensor,
             silently produce inf/NaN).
     """
     check_matrix(feats, 'feats')
-    _check_positive_int(chunk_size, 'chunk_size')
+    check_positive_int(chunk_size, 'chunk_size')
     n = feats.shape[0]
     if n < 2:
         raise ValueError(f'feature_stats needs at least 2 rows, got {n}')
@@ -278,7 +116,7 @@ def _precision(cov: Tensor, ridge: float, inverse: str) -> Tensor:
     """``inv`` or ``pinv`` of ``cov + ridge * I`` (float64)."""
     if ridge < 0:
         raise ValueError(f'ridge must be >= 0, got {ridge}')
-    _check_choice(inverse, INVERSES, 'inverse')
+    check_choice(inverse, INVERSES, 'inverse')
     if ridge:
         cov = cov + ridge * torch.eye(
             cov.shape[0], dtype=cov.dtype, device=cov.device)
@@ -348,9 +186,9 @@ def mahalanobis_fit(feats: Tensor,
         their class indices (ascending), all on ``feats``' device.
     """
     check_matrix(feats, 'feats')
-    _check_positive_int(chunk_size, 'chunk_size')
-    _check_choice(covariance, COVARIANCES, 'covariance')
-    _check_choice(inverse, INVERSES, 'inverse')
+    check_positive_int(chunk_size, 'chunk_size')
+    check_choice(covariance, COVARIANCES, 'covariance')
+    check_choice(inverse, INVERSES, 'inverse')
     if labels.dim() != 1 or labels.shape[0] != feats.shape[0]:
         raise ValueError(f'labels must have shape ({feats.shape[0]},), got '
                          f'{tuple(labels.shape)}')
@@ -474,7 +312,7 @@ def mahalanobis_score(x: Tensor,
     """
     check_matrix(x, 'x')
     check_matrix(means, 'means', dim=x.shape[1])
-    _check_positive_int(chunk_size, 'chunk_size')
+    check_positive_int(chunk_size, 'chunk_size')
     if precision.shape != (x.shape[1], x.shape[1]):
         raise ValueError(f'precision must be ({x.shape[1]}, {x.shape[1]}), '
                          f'got {tuple(precision.shape)}')
@@ -534,9 +372,9 @@ def knn_score(x: Tensor,
     """
     check_matrix(x, 'x')
     check_matrix(train, 'train', dim=x.shape[1])
-    _check_positive_int(k, 'k')
-    _check_positive_int(chunk_size, 'chunk_size')
-    _check_positive_int(train_chunk_size, 'train_chunk_size')
+    check_positive_int(k, 'k')
+    check_positive_int(chunk_size, 'chunk_size')
+    check_positive_int(train_chunk_size, 'train_chunk_size')
     if reduction not in ('kth', 'mean'):
         raise ValueError(
             f"reduction must be 'kth' or 'mean', got {reduction!r}")

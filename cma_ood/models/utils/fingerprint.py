@@ -6,7 +6,27 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
-from .neglabel_scorer import hash_tensors, text_tower_state
+#: top-level CLIP modules/parameters that make up the text tower
+TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
+                   'ln_final', 'text_projection')
+
+
+def text_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The text-tower entries of a CLIP state dict (sorted by name)."""
+    state = clip_model.state_dict()
+    return {
+        k: state[k]
+        for k in sorted(state) if k.split('.', 1)[0] in TEXT_TOWER_KEYS
+    }
+
+
+def hash_tensors(tensors: Dict[str, torch.Tensor], hasher) -> None:
+    """Feed names, dtypes, shapes and raw bytes of ``tensors`` to
+    ``hasher``."""
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        hasher.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
+        hasher.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def image_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:

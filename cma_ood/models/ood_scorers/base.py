@@ -1,0 +1,100 @@
+"""The contract between the classifier and its OoD scorers.
+
+A scorer maps a batch of L2-normalised image embeddings and their cosine
+similarities to the ID class prompts to one score per image, higher = more
+in-distribution (:meth:`BaseOoDScorer.forward`). What it may know about
+the model is a :class:`ScorerContext`, built by the classifier and passed
+to :meth:`BaseOoDScorer.prepare` whenever the weights changed; scorers
+never reach into the classifier itself.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class ScorerContext:
+    """What a scorer's :meth:`~BaseOoDScorer.prepare` gets to know about
+    the model it scores for (built by ``MultiModalClassifier.
+    scorer_context()`` for its current weights).
+
+    Attributes:
+        device: where the model (and the scorer's state) lives.
+        classnames: the ID class names, ``None`` if not set yet.
+        test_template: the ID prompt template (``'the nice {}'``).
+        context_length: the text tower's context length (token ids).
+        embed_dim: size D of the joint embedding space.
+        image_tower: the image tower (``clip.visual``): feature scorers read
+            their feature sizes, projection and pre-projection features
+            from it.
+        class_embeddings: ``() -> (C, D)`` unit-norm fp32 embeddings of the
+            ID prompts (computed once per weights).
+        encode_text: ``(prompts, batch_size=None, progress=False,
+            token_cache_dir=None) -> (N, D)`` unit-norm fp32 embeddings
+            of full prompts; token ids are cached in ``token_cache_dir``.
+        text_fingerprint: ``() -> str``, sha256 of the text tower's weights
+            (a cache key of everything mined from text).
+        image_fingerprint: ``() -> str``, sha256 of the image tower's
+            weights (checks that cached features match the model).
+    """
+    device: torch.device
+    classnames: Optional[List[str]]
+    test_template: str
+    context_length: int
+    embed_dim: int
+    image_tower: nn.Module
+    class_embeddings: Callable[[], torch.Tensor]
+    encode_text: Callable[..., torch.Tensor]
+    text_fingerprint: Callable[[], str]
+    image_fingerprint: Callable[[], str]
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def memoized(self, key: str, fn: Callable[[], object]):
+        """``fn()`` computed once per context (fingerprints, embeddings
+        several scorers need)."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.classnames is None else len(self.classnames)
+
+
+class BaseOoDScorer(nn.Module):
+    """Base class of OoD scorers.
+
+    Args:
+        name (str, optional): key in the results table; defaults to the
+            class's ``default_name``.
+        at_validation (bool): also score during validation in training
+            (the classifier skips scorers with ``False`` in its
+            ``val_step``); cheap scores default to True.
+    """
+    default_name = 'score'
+
+    def __init__(self, name: Optional[str] = None,
+                 at_validation: bool = True):
+        super().__init__()
+        self.name = name or self.default_name
+        if not isinstance(at_validation, bool):
+            raise TypeError(
+                f'at_validation must be a bool, got {at_validation!r}')
+        self.at_validation = at_validation
+
+    def prepare(self, context: ScorerContext) -> None:
+        """Build what scoring needs from the model's current weights.
+
+        Called before the val/test loop (:class:`~cma_ood.engine.hooks.
+        PrepareScorersHook`), or by the classifier before its first scored
+        batch after a weight change. Scorers without such state (the logit
+        scores) do nothing."""
+
+    def forward(self, image_embeds: torch.Tensor, cos_sim: torch.Tensor,
+                logit_scale: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B,)`` from ``image_embeds`` ``(B, D)`` (normalised),
+        ``cos_sim`` ``(B, C)`` to the ID prompts and the model's
+        exponentiated ``logit_scale``."""
+        raise NotImplementedError

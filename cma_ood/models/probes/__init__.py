@@ -1,0 +1,4 @@
+"""Probes trained on frozen (cached) features."""
+from .linear_probe import LinearProbe
+
+__all__ = ['LinearProbe']
