@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import cma_ood  # noqa: F401
-from cma_ood.utils import TRUST_ENV_VAR, safe_torch_load
+from cma_ood.utils import safe_torch_load
 
 from _helpers import DEMO_CONFIG
 
@@ -125,30 +125,61 @@ class _Payload:
         return (open, (self.path, 'w'))
 
 
-def test_untrusted_checkpoint_is_refused_unless_opted_in(tmp_path,
-                                                         monkeypatch):
+def test_untrusted_checkpoint_is_refused_unless_opted_in(tmp_path):
     marker = tmp_path / 'pwned'
     evil = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'x': _Payload(str(marker))}, evil)
-    monkeypatch.delenv(TRUST_ENV_VAR, raising=False)
     with pytest.raises(pickle.UnpicklingError) as err:
         safe_torch_load(str(evil))
-    assert TRUST_ENV_VAR in str(err.value) and 'evil.pth' in str(err.value)
+    assert '--trust-checkpoint' in str(err.value)
+    assert 'evil.pth' in str(err.value)
     assert not marker.exists()
     # the restricted getattr serves HistoryBuffer's statistics only
     from cma_ood.utils.checkpoint import _history_buffer_getattr
     with pytest.raises(pickle.UnpicklingError, match='refused getattr'):
         _history_buffer_getattr(os, 'system')
-    monkeypatch.setenv(TRUST_ENV_VAR, '1')
-    safe_torch_load(str(evil))
+    safe_torch_load(str(evil), trust=True)
     assert marker.exists()
 
 
-def test_mmengine_uses_the_safe_loader(tmp_path):
-    from mmengine.runner.checkpoint import CheckpointLoader
-    from cma_ood.utils.checkpoint import load_from_local_safe
-    assert CheckpointLoader._get_checkpoint_loader(
-        str(tmp_path / 'x.pth')) is load_from_local_safe
+def test_importing_cma_ood_leaves_mmengine_alone_until_installed(tmp_path):
+    """Importing the package changes no MMEngine loader; the explicit
+    install (tools, SafeCheckpointHook) does, once per trust value."""
+    import subprocess
+    import sys
+    code = (
+        'import cma_ood\n'
+        'from mmengine.runner.checkpoint import CheckpointLoader as L\n'
+        'from cma_ood.utils.checkpoint import (install_checkpoint_loader,\n'
+        '    installed_checkpoint_trust)\n'
+        'before = L._get_checkpoint_loader("x.pth")\n'
+        'assert installed_checkpoint_trust() is None, before\n'
+        'install_checkpoint_loader()\n'
+        'safe = L._get_checkpoint_loader("x.pth")\n'
+        'assert safe is not before and safe.cma_ood_trust is False\n'
+        'install_checkpoint_loader()\n'
+        'assert L._get_checkpoint_loader("x.pth") is safe\n'
+        'install_checkpoint_loader(trust=True)\n'
+        'assert installed_checkpoint_trust() is True\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = proc.stdout + proc.stderr
+    assert log.count('weights_only=True and the allow-list') == 1
+    assert log.count('full unpickling (--trust-checkpoint') == 1
+
+
+def test_safe_checkpoint_hook_keeps_the_entry_points_choice():
+    from cma_ood.engine.hooks import SafeCheckpointHook
+    from cma_ood.utils.checkpoint import (install_checkpoint_loader,
+                                          installed_checkpoint_trust)
+    install_checkpoint_loader(trust=True)
+    SafeCheckpointHook().before_run(None)
+    assert installed_checkpoint_trust() is True
+    SafeCheckpointHook(trust=False).before_run(None)
+    assert installed_checkpoint_trust() is False
+    with pytest.raises(TypeError, match='trust'):
+        SafeCheckpointHook(trust='yes')
 
 
 def test_tools_refuse_untrusted_checkpoint_unless_flagged(tmp_path):
@@ -169,25 +200,22 @@ def test_tools_refuse_untrusted_checkpoint_unless_flagged(tmp_path):
             'test_evaluator.save_plots=False']
     args = ['tools/test.py', DEMO_CONFIG, str(ckpt), '--work-dir',
             str(tmp_path / 'w')]
-    refused = run_tool(*args, *fast, check=False,
-                       env={TRUST_ENV_VAR: ''})
+    refused = run_tool(*args, *fast, check=False)
     assert refused.returncode != 0
     assert 'Refused to load' in refused.stderr
     assert '--trust-checkpoint' in refused.stderr
-    trusted = run_tool(*args, '--trust-checkpoint', *fast,
-                       env={TRUST_ENV_VAR: ''})
+    trusted = run_tool(*args, '--trust-checkpoint', *fast)
     assert 'ID top-1 accuracy' in trusted.stdout + trusted.stderr
 
 
 @pytest.mark.parametrize('given', [False, True])
-def test_trust_checkpoint_flag_sets_the_opt_in_only_when_given(
-        monkeypatch, given):
+def test_trust_checkpoint_flag_is_a_plain_value(monkeypatch, given):
     import argparse
 
     from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
-    monkeypatch.delenv(TRUST_ENV_VAR, raising=False)
+    environ = dict(os.environ)
     parser = argparse.ArgumentParser()
     add_trust_checkpoint_argument(parser)
     args = parser.parse_args(['--trust-checkpoint'] if given else [])
     assert args.trust_checkpoint is given
-    assert (os.environ.get(TRUST_ENV_VAR) == '1') is given
+    assert dict(os.environ) == environ  # no environment variable set

@@ -5,8 +5,8 @@ checkpoint that ``tools/test.py`` (and ``load_from``) loads.
 Inputs: the CMA release layout ``{'epoch', 'model_state_dict',
 'optimizer_state_dict'}`` (``module.``-prefixed openai-clip names), OpenAI's
 TorchScript archives (``ViT-B-16.pt``, ...), or a plain state dict. Pickled
-inputs are read with ``torch.load(weights_only=True)``; set
-``CMA_OOD_TRUST_CHECKPOINTS=1`` only for files you trust that need more.
+inputs are read with ``torch.load(weights_only=True)``; pass
+``--trust-checkpoint`` only for files you trust that need more.
 
 Example::
 
@@ -27,6 +27,7 @@ if REPO_ROOT not in sys.path:
 from mmengine.logging import print_log  # noqa: E402
 
 from cma_ood.models.multimodal.clip_builder import list_clip_archs  # noqa: E402
+from cma_ood.utils.checkpoint import add_trust_checkpoint_argument  # noqa
 from cma_ood.utils.convert import convert_checkpoint  # noqa: E402
 
 
@@ -41,12 +42,14 @@ def parse_args(argv=None):
         choices=list_clip_archs(),
         help='expected CLIP architecture (default: inferred from the '
         'weights)')
+    add_trust_checkpoint_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    meta = convert_checkpoint(args.src, args.dst, arch=args.arch)
+    meta = convert_checkpoint(args.src, args.dst, arch=args.arch,
+                              trust=args.trust_checkpoint)
     print_log(
         f'Converted {args.src} ({meta["source_format"]}, CLIP '
         f'{meta["arch"]}) into {args.dst}', logger='current')

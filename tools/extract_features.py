@@ -42,7 +42,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint, set_random_seed
 from mmpretrain.registry import MODELS
 
-from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+from cma_ood.utils.checkpoint import (add_trust_checkpoint_argument,
+                                      install_checkpoint_loader)
 
 _SPLITS = ('train', 'val', 'test')
 
@@ -167,6 +168,7 @@ def _warn_random_transforms(name: str, dataloader_cfg) -> None:
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
+    install_checkpoint_loader(trust=args.trust_checkpoint)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.launcher != 'none':

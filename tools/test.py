@@ -8,7 +8,8 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+from cma_ood.utils.checkpoint import (add_trust_checkpoint_argument,
+                                      install_checkpoint_loader)
 
 
 def parse_args():
@@ -75,6 +76,7 @@ def main():
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl/.pickle file: {args.out}')
     cfg = merge_args(Config.fromfile(args.config), args)
+    install_checkpoint_loader(trust=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg)
     if cfg.load_from is None and cfg.model.get('pretrained', 0) is None:
         runner.logger.warning(

@@ -7,7 +7,8 @@ import sys
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from cma_ood.utils.checkpoint import add_trust_checkpoint_argument
+from cma_ood.utils.checkpoint import (add_trust_checkpoint_argument,
+                                      install_checkpoint_loader)
 
 
 def parse_args():
@@ -111,6 +112,7 @@ def resume_command(args, cfg) -> str:
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    install_checkpoint_loader(trust=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg)
     if args.resume == 'auto' and not cfg.resume:
         runner.logger.info(

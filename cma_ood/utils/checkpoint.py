@@ -7,13 +7,18 @@ numpy arrays, numpy scalars in the runtime info), so ``load_from`` and
 ``--resume`` fail. Turning ``weights_only`` off would let any downloaded
 checkpoint run arbitrary code, so instead :func:`safe_torch_load` keeps
 ``weights_only=True`` and allows exactly the types our checkpoints hold
-(:data:`SAFE_GLOBALS`). A checkpoint that needs anything else is refused
-with an error naming the type; users who trust the file can opt in to full
-unpickling with the environment variable ``CMA_OOD_TRUST_CHECKPOINTS=1``.
+(:func:`safe_globals`). A checkpoint that needs anything else is refused
+with an error naming the type; a user who trusts the file passes
+``trust=True`` (the tools' ``--trust-checkpoint``) to load it with full
+unpickling.
 
-Importing :mod:`cma_ood` registers :func:`load_from_local_safe` as
-MMEngine's loader for local paths (``CheckpointLoader`` scheme ``''``), so
-``load_from``, ``resume`` and ``tools/test.py CONFIG CKPT`` all use it.
+Importing :mod:`cma_ood` changes nothing in MMEngine.
+:func:`install_checkpoint_loader` makes :func:`safe_torch_load` MMEngine's
+loader for local paths (``CheckpointLoader`` scheme ``''``), so that
+``load_from``, ``resume`` and ``tools/test.py CONFIG CKPT`` use it; our
+tools call it with their ``--trust-checkpoint`` value, and
+``SafeCheckpointHook`` (in ``configs/_base_/default_runtime.py``) installs
+it before a run whose entry point did not.
 
 Also here: crash-safe file replacement (:func:`commit_file`,
 :func:`atomic_write_text`, used by ``AtomicCheckpointHook``) and
@@ -21,6 +26,7 @@ Also here: crash-safe file replacement (:func:`commit_file`,
 fit a model (used by ``CheckpointMatchHook`` and the checkpoint converter).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import pickle
@@ -32,32 +38,16 @@ import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
-TRUST_ENV_VAR = 'CMA_OOD_TRUST_CHECKPOINTS'
-
-
-class _TrustCheckpointAction(argparse.Action):
-    """``--trust-checkpoint``: sets :data:`TRUST_ENV_VAR` when given."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=False,
-                         **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        os.environ[TRUST_ENV_VAR] = '1'
-        setattr(namespace, self.dest, True)
-
-
 def add_trust_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the tools' ``--trust-checkpoint`` flag to ``parser``: when
-    given, it sets ``CMA_OOD_TRUST_CHECKPOINTS=1`` for this process (and
-    the processes it starts)."""
+    """Add the tools' ``--trust-checkpoint`` flag (``args.trust_checkpoint``,
+    a bool passed on to :func:`install_checkpoint_loader` /
+    :func:`safe_torch_load`)."""
     parser.add_argument(
         '--trust-checkpoint',
-        action=_TrustCheckpointAction,
+        action='store_true',
         help='load checkpoints with full unpickling (weights_only=False), '
         'which can run code stored in them: only for files you trust that '
-        'hold more than cma_ood checkpoints do (sets '
-        f'{TRUST_ENV_VAR}=1)')
+        'hold more than cma_ood checkpoints do')
 
 
 def _numpy_globals() -> List[Any]:
@@ -152,8 +142,11 @@ def checkpoint_file_problem(filename: str) -> Optional[str]:
             'torch.save writes a zip archive (or a pickle)')
 
 
-def safe_torch_load(filename: str, map_location: Any = None) -> Any:
-    """``torch.load`` with ``weights_only=True`` and our allow-list.
+def safe_torch_load(filename: str,
+                    map_location: Any = None,
+                    trust: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` and our allow-list, or with
+    full unpickling when ``trust`` is True (only for files you trust).
 
     Raises:
         CheckpointFileError: in one line naming the file, when it is not a
@@ -163,7 +156,7 @@ def safe_torch_load(filename: str, map_location: Any = None) -> Any:
             flag when the file holds anything outside the allow-list.
     """
     try:
-        return _torch_load(filename, map_location)
+        return _torch_load(filename, map_location, trust)
     except Exception as err:
         problem = checkpoint_file_problem(filename)
         if problem is None:
@@ -171,12 +164,8 @@ def safe_torch_load(filename: str, map_location: Any = None) -> Any:
         raise CheckpointFileError(f'{filename} {problem}') from err
 
 
-def _torch_load(filename: str, map_location: Any = None) -> Any:
-    if os.environ.get(TRUST_ENV_VAR, '') == '1':
-        print_log(
-            f'{TRUST_ENV_VAR}=1: loading {filename} with full unpickling '
-            '(weights_only=False); only do this for files you trust.',
-            logger='current')
+def _torch_load(filename: str, map_location: Any, trust: bool) -> Any:
+    if trust:
         return torch.load(filename, map_location=map_location,
                           weights_only=False)
     try:
@@ -187,11 +176,11 @@ def _torch_load(filename: str, map_location: Any = None) -> Any:
         raise pickle.UnpicklingError(
             f'Refused to load {filename}: it holds objects outside the '
             f'allow-list of cma_ood checkpoints ({_reason(err)}). '
-            f'If you trust this file, pass --trust-checkpoint to '
-            f'tools/train.py / tools/test.py / tools/extract_features.py '
-            f'(or set {TRUST_ENV_VAR}=1) to '
-            'load it with '
-            'full unpickling, which can execute code stored in it.') from err
+            'If you trust this file, pass --trust-checkpoint to '
+            'tools/train.py / tools/test.py / tools/extract_features.py / '
+            'tools/convert_cma_checkpoint.py (trust=True in Python) to load '
+            'it with full unpickling, which can execute code stored in '
+            'it.') from err
 
 
 def _reason(err: Exception) -> str:
@@ -203,13 +192,49 @@ def _reason(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
-def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
+def load_from_local_safe(filename: str,
+                         map_location: Any = None,
+                         trust: bool = False) -> Any:
     """MMEngine local-path checkpoint loader using :func:`safe_torch_load`."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_torch_load(filename, map_location=map_location)
+    return safe_torch_load(filename, map_location=map_location, trust=trust)
+
+
+def installed_checkpoint_trust() -> Optional[bool]:
+    """The ``trust`` of the loader :func:`install_checkpoint_loader`
+    installed in MMEngine, or ``None`` if MMEngine uses another loader for
+    local paths (its own, until one is installed)."""
+    loader = CheckpointLoader._schemes.get('')
+    return getattr(loader, 'cma_ood_trust', None)
+
+
+def install_checkpoint_loader(trust: bool = False) -> None:
+    """Make MMEngine read local checkpoints with :func:`safe_torch_load`
+    (``trust``: full unpickling). Logged once per change; calling it again
+    with the same ``trust`` does nothing."""
+    if not isinstance(trust, bool):
+        raise TypeError(f'trust must be a bool, got {trust!r}')
+    if installed_checkpoint_trust() is trust:
+        return
+    def loader(filename: str, map_location: Any = None) -> Any:
+        return load_from_local_safe(filename, map_location, trust=trust)
+
+    # MMEngine logs the loader's __name__
+    loader.__name__ = loader.__qualname__ = 'load_from_local_safe'
+    loader.cma_ood_trust = trust
+    CheckpointLoader.register_scheme(prefixes='', loader=loader, force=True)
+    if trust:
+        print_log(
+            'Checkpoints are loaded with full unpickling (--trust-checkpoint, '
+            'weights_only=False): only do this for files you trust.',
+            logger='current', level=logging.WARNING)
+    else:
+        print_log(
+            'Local checkpoints are loaded with weights_only=True and the '
+            'allow-list of cma_ood checkpoints (--trust-checkpoint to load '
+            'others)', logger='current')
 
 
 # ------------------------------------------------------------ atomic writes

@@ -10,8 +10,7 @@ Sources (:func:`read_source`):
 * plain or MMEngine-wrapped state dicts of ``CLIP`` / our classifier.
 
 Pickled files are read with ``torch.load(weights_only=True)`` and the
-allow-list of :mod:`cma_ood.utils.checkpoint` (``CMA_OOD_TRUST_CHECKPOINTS=1``
-opts out). The output (:func:`convert_checkpoint`) is what ``tools/test.py``
+allow-list of :mod:`cma_ood.utils.checkpoint` (``trust=True`` opts out). The output (:func:`convert_checkpoint`) is what ``tools/test.py``
 and ``load_from`` load into ``MultiModalClassifier``: ``{'state_dict':
 {'clip.<name>': tensor}, 'meta': {...}}``, tensors kept in their dtype.
 """
@@ -84,9 +83,11 @@ def closest_arch(state: Dict[str, torch.Tensor]) -> str:
                                   for k, v in arch_shapes(a).items()}))
 
 
-def read_source(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+def read_source(path: str,
+                trust: bool = False) -> Tuple[Dict[str, torch.Tensor], dict]:
     """Read CLIP weights (openai-clip names) and a description from any
-    supported source file."""
+    supported source file (``trust``: full unpickling, see
+    :func:`~cma_ood.utils.checkpoint.safe_torch_load`)."""
     path = osp.expanduser(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint to convert not found: {path}')
@@ -95,12 +96,14 @@ def read_source(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
         info = dict(source_format='openai-torchscript')
     else:
         state, info = unwrap_state_dict(
-            safe_torch_load(path, map_location='cpu'), path)
+            safe_torch_load(path, map_location='cpu', trust=trust), path)
     return clean_clip_state_dict(state), info
 
 
-def convert_checkpoint(src: str, dst: str,
-                       arch: Optional[str] = None) -> dict:
+def convert_checkpoint(src: str,
+                       dst: str,
+                       arch: Optional[str] = None,
+                       trust: bool = False) -> dict:
     """Convert ``src`` into a cma_ood checkpoint at ``dst``; return its meta.
 
     The weights must fit a CLIP architecture of
@@ -108,7 +111,7 @@ def convert_checkpoint(src: str, dst: str,
     any when ``None``); the error otherwise names the mismatching keys. The
     output is written atomically.
     """
-    state, info = read_source(src)
+    state, info = read_source(src, trust=trust)
     if arch is not None:
         problem = state_dict_mismatch(arch_shapes(arch), state)
         if problem:

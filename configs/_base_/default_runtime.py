@@ -1,7 +1,8 @@
 # Runtime shared by every cma_ood config (mmpretrain layout).
 default_scope = 'mmpretrain'
-# registers cma_ood's components in mmpretrain's registries; works with
-# tools/train.py, `mim train cma_ood` and mmengine.Config.fromfile
+# registers cma_ood's components in mmpretrain's registries (nothing else:
+# the safe checkpoint loader comes from SafeCheckpointHook below); works
+# with tools/train.py, `mim train cma_ood` and mmengine.Config.fromfile
 custom_imports = dict(imports=['cma_ood'], allow_failed_imports=False)
 
 default_hooks = dict(
@@ -15,6 +16,9 @@ default_hooks = dict(
     visualization=dict(type='VisualizationHook', enable=False),
 )
 custom_hooks = [
+    # local checkpoints load with weights_only=True and cma_ood's allow-list
+    # (torch>=2.6); the tools' --trust-checkpoint installs full unpickling
+    dict(type='SafeCheckpointHook'),
     # class names from the dataset when model.classnames is None, and a
     # check that configured names match the dataset's class count
     dict(type='ClassNamesHook'),

@@ -1,4 +1,5 @@
-from .checkpoint_hooks import AtomicCheckpointHook, CheckpointMatchHook
+from .checkpoint_hooks import (AtomicCheckpointHook, CheckpointMatchHook,
+                               SafeCheckpointHook)
 from .class_names_hook import ClassNamesHook
 from .cma_schedule_hook import CMAScheduleHook
 from .ood_output_hook import OoDOutputHook
@@ -9,5 +10,6 @@ from .training_guard_hooks import FiniteLossHook, ResumeCheckHook
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointMatchHook', 'ClassNamesHook',
     'CMAScheduleHook', 'FiniteLossHook', 'OoDOutputHook',
-    'PrepareScorersHook', 'ProgressHook', 'ResumeCheckHook'
+    'PrepareScorersHook', 'ProgressHook', 'ResumeCheckHook',
+    'SafeCheckpointHook'
 ]

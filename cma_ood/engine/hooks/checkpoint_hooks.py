@@ -15,6 +15,7 @@ skip weights.
 import glob
 import os
 import os.path as osp
+from typing import Optional
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -24,6 +25,8 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmpretrain.registry import HOOKS
 
 from cma_ood.utils.checkpoint import (atomic_write_text, commit_file,
+                                      install_checkpoint_loader,
+                                      installed_checkpoint_trust,
                                       state_dict_mismatch)
 
 TMP_SUFFIX = '.part'
@@ -140,3 +143,29 @@ class CheckpointMatchHook(Hook):
             f'this config: {problem}. Use a checkpoint trained with this '
             'architecture; convert published CMA or OpenAI CLIP checkpoints '
             'with tools/convert_cma_checkpoint.py')
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(Hook):
+    """Before the run (and so before ``load_from`` / ``resume``), make
+    MMEngine read local checkpoints with cma_ood's safe loader
+    (:func:`~cma_ood.utils.checkpoint.install_checkpoint_loader`).
+
+    Args:
+        trust (bool, optional): full unpickling for files you trust.
+            ``None`` (the default) keeps a loader that the entry point
+            installed (our tools do, with their ``--trust-checkpoint``) and
+            installs the safe one otherwise.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, trust: Optional[bool] = None):
+        if trust is not None and not isinstance(trust, bool):
+            raise TypeError(f'trust must be None or a bool, got {trust!r}')
+        self.trust = trust
+
+    def before_run(self, runner) -> None:
+        if self.trust is not None:
+            install_checkpoint_loader(self.trust)
+        elif installed_checkpoint_trust() is None:
+            install_checkpoint_loader(False)
