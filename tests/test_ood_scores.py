@@ -198,3 +198,10 @@ def test_check_matrix_errors_name_the_input():
         check_matrix(torch.zeros(2, 3, dtype=torch.long), 'x')
     with pytest.raises(ValueError, match='feature dimension 3, expected 4'):
         check_matrix(torch.zeros(2, 3), 'x', dim=4)
+
+
+@pytest.mark.parametrize('scorer', ['MCMScorer', 'EnergyScorer'])
+def test_temperature_scorers_refuse_a_non_positive_temperature(scorer):
+    import cma_ood.models as models
+    with pytest.raises(ValueError, match=f'{scorer}: temperature must be'):
+        getattr(models, scorer)(temperature=0.0)

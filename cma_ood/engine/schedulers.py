@@ -114,7 +114,18 @@ def plp_lr_factor(step: int, total_iters: int,
 
 
 class _FactorLR(LRSchedulerMixin, _ParamScheduler):
-    """lr = initial lr * ``self.factor(self.last_step)`` every step."""
+    """lr = initial lr * ``self.factor(self.last_step)`` every step, stepped
+    by iteration."""
+
+    def __init__(self, optimizer, begin: int, end: int, last_step: int,
+                 verbose: bool):
+        super().__init__(
+            optimizer,
+            begin=begin,
+            end=end,
+            last_step=last_step,
+            by_epoch=False,
+            verbose=verbose)
 
     def factor(self, step: int) -> float:
         raise NotImplementedError
@@ -161,13 +172,7 @@ class CMAWarmupCosineLR(_FactorLR):
         if cycle_iters is not None:
             _check_iters(cycle_iters, 'cycle_iters', warmup_iters + 1)
         self.cycle_iters = cycle_iters
-        super().__init__(
-            optimizer,
-            begin=begin,
-            end=end,
-            last_step=last_step,
-            by_epoch=False,
-            verbose=verbose)
+        super().__init__(optimizer, begin, end, last_step, verbose)
 
     def factor(self, step: int) -> float:
         # mmengine counts last_step from ``begin``
@@ -219,13 +224,7 @@ class PLPWarmupCosineLR(_FactorLR):
             raise ValueError('PLPWarmupCosineLR needs a finite end')
         self.warmup_ratio = float(warmup_ratio)
         plp_warmup_iters(end - begin, self.warmup_ratio)  # validate
-        super().__init__(
-            optimizer,
-            begin=begin,
-            end=end,
-            last_step=last_step,
-            by_epoch=False,
-            verbose=verbose)
+        super().__init__(optimizer, begin, end, last_step, verbose)
 
     @classmethod
     def build_iter_from_epoch(cls,

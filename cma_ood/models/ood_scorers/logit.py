@@ -10,8 +10,22 @@ from .functional.logit import (energy_score, max_logit_score, mcm_score,
                                msp_score)
 
 
+class _TemperatureScorer(BaseOoDScorer):
+    """A scorer with a softmax / energy temperature ``T > 0``."""
+
+    def __init__(self,
+                 temperature: float = 1.0,
+                 name: Optional[str] = None,
+                 at_validation: bool = True):
+        super().__init__(name, at_validation)
+        if not temperature > 0:
+            raise ValueError(f'{type(self).__name__}: temperature must be '
+                             f'> 0, got {temperature!r}')
+        self.temperature = temperature
+
+
 @MODELS.register_module()
-class MCMScorer(BaseOoDScorer):
+class MCMScorer(_TemperatureScorer):
     """Maximum concept matching (MCM, NeurIPS 2022): max softmax of
     ``cos_sim / temperature`` over the ID classes.
 
@@ -21,13 +35,6 @@ class MCMScorer(BaseOoDScorer):
     pretrained logit scale of 100).
     """
     default_name = 'MCM'
-
-    def __init__(self,
-                 temperature: float = 1.0,
-                 name: Optional[str] = None,
-                 at_validation: bool = True):
-        super().__init__(name, at_validation)
-        self.temperature = temperature
 
     def forward(self, image_embeds, cos_sim, logit_scale):
         return mcm_score(cos_sim, self.temperature)
@@ -52,16 +59,9 @@ class MaxLogitScorer(BaseOoDScorer):
 
 
 @MODELS.register_module()
-class EnergyScorer(BaseOoDScorer):
+class EnergyScorer(_TemperatureScorer):
     """Negative energy ``T * logsumexp(logits / T)`` of the logits."""
     default_name = 'Energy'
-
-    def __init__(self,
-                 temperature: float = 1.0,
-                 name: Optional[str] = None,
-                 at_validation: bool = True):
-        super().__init__(name, at_validation)
-        self.temperature = temperature
 
     def forward(self, image_embeds, cos_sim, logit_scale):
         return energy_score(logit_scale * cos_sim, self.temperature)
