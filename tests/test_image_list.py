@@ -270,7 +270,7 @@ def test_openood_config(tmp_path):
 def test_openood_config_missing_list_is_clear(tmp_path):
     cfg = Config.fromfile(
         str(REPO / 'configs/_base_/datasets/imagenet_ood_openood_v1.5.py'))
-    sub = cfg.ood_test_dataset.ood_datasets.ninco
+    sub = cfg.test_dataloader.dataset.ood_datasets.ninco
     sub.data_root = str(tmp_path / 'openood')
     with pytest.raises(FileNotFoundError, match='test_ninco.txt'):
         DATASETS.build(sub)
@@ -292,8 +292,8 @@ def smooth_jpeg(path: Path, size, seed):
 
 
 @pytest.mark.parametrize('base,interpolation', [
-    ('ood_test_pipeline_bilinear', 'BILINEAR'),  # MCM / NegLabel
-    ('ood_test_pipeline', 'BICUBIC'),  # clip.load's preprocess (CMA)
+    ('test_pipeline_bilinear', 'BILINEAR'),  # MCM / NegLabel
+    ('test_pipeline', 'BICUBIC'),  # clip.load's preprocess (CMA)
 ])
 def test_test_pipelines_equal_the_published_torchvision_ones(
         tmp_path, base, interpolation):
@@ -307,7 +307,7 @@ def test_test_pipelines_equal_the_published_torchvision_ones(
     from PIL import Image
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(
-        str(REPO / 'configs/_base_/datasets/imagenet_ood_mos.py'))
+        str(REPO / 'configs/_base_/datasets/pipelines/clip.py'))
     ours = Compose(cfg[base])
     ref = T.Compose([
         T.Resize(224, interpolation=getattr(T.InterpolationMode,

@@ -4,10 +4,14 @@
 # CMA loss gathers embeddings from all ranks, so the objective is the
 # published single-process one over all 512 pairs.
 #   bash tools/dist_train.sh configs/cma/cma_clip-vit-b16_4xb128_in1k.py 4
+# The OoD test configs of the trained model (cma-neglabel*_...py) inherit
+# the same bases and replace this test set by an OoD benchmark.
 _base_ = [
     '../_base_/models/clip_vit-b16.py',
     '../_base_/datasets/imagenet_bs128_clip.py',
     '../_base_/schedules/cma_10e.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(loss=dict(type='CMALoss', lam=0.001))
+# tools/test.py on this config: the ID accuracy on ImageNet val
+test_dataloader = {{_base_.val_dataloader}}
+test_evaluator = {{_base_.val_evaluator}}

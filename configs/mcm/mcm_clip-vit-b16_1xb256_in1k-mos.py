@@ -6,14 +6,15 @@
 #   python tools/test.py configs/mcm/mcm_clip-vit-b16_1xb256_in1k-mos.py
 _base_ = [
     '../_base_/models/clip_vit-b16.py',
+    '../_base_/models/ood_scorers.py',
+    '../_base_/datasets/pipelines/clip.py',
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
-    '../_base_/models/ood_scorers.py',
 ]
 model = dict(
     test_template='a photo of a {}',
     ood_scorers=[{{_base_.mcm_scorer}}],
 )
-test_dataloader = {{_base_.ood_test_dataloader_bilinear}}
-test_evaluator = {{_base_.ood_test_evaluator}}
+test_dataloader = dict(
+    dataset=dict(pipeline={{_base_.test_pipeline_bilinear}}))
 test_cfg = dict()

@@ -14,9 +14,10 @@
 # off the classifier's forward with a hook.
 _base_ = [
     '../_base_/models/clip_vit-b16.py',
+    '../_base_/models/ood_scorers.py',
+    '../_base_/datasets/pipelines/clip.py',
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
-    '../_base_/models/ood_scorers.py',
 ]
 train_features = 'data/features/clip-vit-b16_openai/in1k_train.pt'
 plp_probe = 'work_dirs/plp_clip-vit-b16_1xb8192_in1k'  # its last checkpoint
@@ -28,10 +29,9 @@ def _probe(path, score, name):
         type='ProbeScorer', probe_checkpoint=path, score=score, name=name)
 
 
+# OpenAI's weights, ImageNet class names and NegLabel's ID prompts "the nice
+# {}" of the model base
 model = dict(
-    pretrained='openai',
-    classnames='imagenet',
-    test_template='the nice {}',
     ood_scorers=[
         {{_base_.neglabel_scorer}},
         {{_base_.mcm_scorer}},
@@ -51,6 +51,6 @@ model = dict(
         dict(type='KNNScorer', train_features=train_features, k=1),
     ],
 )
-test_dataloader = {{_base_.ood_test_dataloader}}
-test_evaluator = {{_base_.ood_test_evaluator}}
+# CLIP's bicubic preprocessing (the probes' features are extracted with it)
+test_dataloader = dict(dataset=dict(pipeline={{_base_.test_pipeline}}))
 test_cfg = dict()

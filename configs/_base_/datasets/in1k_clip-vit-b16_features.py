@@ -10,28 +10,17 @@
 #      torchrun --nproc_per_node 8 tools/extract_features.py CONFIG \
 #          --launcher pytorch
 # 2. Train a probe on the cached embeddings with tools/train.py.
-# Images go through CLIP's test preprocessing (224 px, bicubic, centre
-# crop), also for the training set. The train file also holds PLP's
-# pseudo-labels: the argmax of the zero-shot classifier built from the
-# 5-prompt ensemble (cma_ood.models.PLP_TEMPLATES) over PLP's class names,
-# the first synonym of each entry of mmpretrain's IMAGENET_CATEGORIES
+# Images go through CLIP's test preprocessing (./pipelines/clip.py: 224 px,
+# bicubic, centre crop), also for the training set. The train file also
+# holds PLP's pseudo-labels: the argmax of the zero-shot classifier built
+# from the 5-prompt ensemble (cma_ood.models.PLP_TEMPLATES) over PLP's class
+# names, the first synonym of each entry of mmpretrain's IMAGENET_CATEGORIES
 # ('tench, Tinca tinca' -> 'tench'; loaders/datasets.py: get_class_names),
 # applied to the projected features.
+_base_ = ['./pipelines/clip.py']
 feature_root = 'data/features/clip-vit-b16_openai'
 train_feature_file = feature_root + '/in1k_train.pt'
 val_feature_file = feature_root + '/in1k_val.pt'
-
-_image_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
 
 
 def _images(split):
@@ -45,7 +34,7 @@ def _images(split):
             type='ImageNet',
             data_root='data/imagenet',
             split=split,
-            pipeline=_image_pipeline))
+            pipeline={{_base_.test_pipeline}}))
 
 
 feature_extraction = dict(

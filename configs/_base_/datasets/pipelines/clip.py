@@ -1,0 +1,41 @@
+# CLIP's preprocessing in mmpretrain transforms, at 224 px (the input size of
+# ViT-B/16; docs/custom_data.md lists the size of each architecture). The one
+# definition that every CLIP dataset base inherits and every OoD test config
+# names:
+# - `train_pipeline`: CMA's training augmentation, a random 90-100% crop
+#   resized to 224 (bicubic);
+# - `test_pipeline`: CLIP's own test preprocessing (clip.load's preprocess:
+#   Resize(224) bicubic on the short side + CenterCrop(224)), used for
+#   validation, CMA's training and CMA's inference.py;
+# - `test_pipeline_bilinear`: torchvision's Resize(224) (bilinear,
+#   antialiased on PIL images) + CenterCrop(224), the preprocessing of MCM's
+#   and NegLabel's evaluation code.
+# Both test pipelines give bit-identical images to the published torchvision
+# pipelines (tests/test_image_list.py). CheckedLoadImageFromFile names the
+# file that fails to load (docs/troubleshooting.md).
+train_pipeline = [
+    dict(type='CheckedLoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=224,
+        crop_ratio_range=(0.9, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='CheckedLoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=224,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+test_pipeline_bilinear = [
+    test_pipeline[0],
+    dict(test_pipeline[1], interpolation='bilinear'),
+    *test_pipeline[2:],
+]
