@@ -16,8 +16,3 @@ _base_ = [
 model = dict(
     classnames=None,  # the ID folder names (ClassNamesHook)
     ood_scorers=[{{_base_.neglabel_scorer}}, {{_base_.mcm_scorer}}])
-train_dataloader = {{_base_.custom_train_dataloader}}
-val_dataloader = {{_base_.custom_val_dataloader}}
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_dataloader = {{_base_.custom_ood_test_dataloader}}
-test_evaluator = {{_base_.custom_ood_test_evaluator}}

@@ -11,6 +11,8 @@ _base_ = [
 model = dict(
     classnames=None,  # the ID folder names (ClassNamesHook)
     ood_scorers=[{{_base_.neglabel_scorer}}, {{_base_.mcm_scorer}}])
-test_dataloader = {{_base_.custom_ood_test_dataloader}}
-test_evaluator = {{_base_.custom_ood_test_evaluator}}
+# a test-only config: no training, no validation
+train_dataloader = None
+val_dataloader = None
+val_evaluator = None
 test_cfg = dict()

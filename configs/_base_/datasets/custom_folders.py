@@ -4,44 +4,30 @@
 #   data/custom/val/<class>/*.jpg     ID test images, the same class folders
 #   data/custom/ood/<set>/**/*.jpg    one folder per OoD set, any layout
 # Class names are the folder names (sorted, as mmpretrain's CustomDataset
-# labels them); the model takes them with classnames=None.
-# Exports `custom_train_dataloader`, `custom_val_dataloader`,
-# `custom_ood_test_dataloader` and `custom_ood_test_evaluator` for the
-# configs in configs/custom/ to assign (as the MOS base does).
+# labels them); the model takes them with classnames=None. Images go through
+# CLIP's preprocessing at 224 px, the input size of ViT-B/16
+# (./pipelines/clip.py; see docs/custom_data.md for the size of each
+# architecture). Training on train/, ID accuracy on val/ after every epoch,
+# and the OoD test: val/ as the ID set and every folder of ood_sets.
+_base_ = ['./pipelines/clip.py']
 data_root = 'data/custom'
 ood_sets = ['near', 'far']  # folder names under data/custom/ood
-# CLIP's preprocessing at 224 px, the input size of ViT-B/16 (see
-# docs/custom_data.md for the size of each architecture)
-train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.9, 1.0),
-         backend='pillow', interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='ResizeEdge', scale=224, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-custom_train_dataloader = dict(
+train_dataloader = dict(
     batch_size=64,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(type='CustomDataset', data_root=f'{data_root}/train',
-                 pipeline=train_pipeline))
-custom_val_dataloader = dict(
+                 pipeline={{_base_.train_pipeline}}))
+val_dataloader = dict(
     batch_size=64,
     num_workers=4,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='CustomDataset', data_root=f'{data_root}/val',
-                 pipeline=test_pipeline))
-custom_ood_test_dataloader = dict(
-    batch_size=64,
-    num_workers=4,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+                 pipeline={{_base_.test_pipeline}}))
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+test_dataloader = dict(
+    val_dataloader,
     dataset=dict(
         type='OoDConcatDataset',
         id_dataset=dict(type='CustomDataset', data_root=f'{data_root}/val'),
@@ -50,5 +36,5 @@ custom_ood_test_dataloader = dict(
                        data_root=f'{data_root}/ood/{name}', with_label=False)
             for name in ood_sets
         },
-        pipeline=test_pipeline))
-custom_ood_test_evaluator = dict(type='OoDMetric')
+        pipeline={{_base_.test_pipeline}}))
+test_evaluator = dict(type='OoDMetric')
