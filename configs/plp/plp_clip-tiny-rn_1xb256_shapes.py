@@ -11,14 +11,13 @@
 # then the one-table comparison: configs/demo/baselines_clip-tiny-rn_1xb256_shapes.py
 _base_ = [
     '../_base_/datasets/shapes_features_clip-tiny-rn.py',
+    '../_base_/models/linear_probe.py',
     '../_base_/schedules/probe_100e.py',
     '../_base_/default_runtime.py',
 ]
 model = dict(
-    type='LinearProbe',
     in_dim=64,
     num_classes=6,
-    normalize='zscore',
     stats_file={{_base_.train_feature_file}})
 train_dataloader = dict(dataset=dict(target='pseudo_labels'))
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 256 / 256))

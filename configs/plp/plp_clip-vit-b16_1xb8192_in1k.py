@@ -15,13 +15,12 @@
 # Mahalanobis and kNN: configs/plp/baselines_clip-vit-b16_1xb256_in1k-mos.py.
 _base_ = [
     '../_base_/datasets/in1k_clip-vit-b16_features.py',
+    '../_base_/models/linear_probe.py',
     '../_base_/schedules/probe_100e.py',
     '../_base_/default_runtime.py',
 ]
 model = dict(
-    type='LinearProbe',
     in_dim=768,  # ViT-B/16 width: the features before the projection
     num_classes=1000,
-    normalize='zscore',
     stats_file={{_base_.train_feature_file}})
 train_dataloader = dict(dataset=dict(target='pseudo_labels'))

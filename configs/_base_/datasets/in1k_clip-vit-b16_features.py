@@ -9,7 +9,8 @@
 #    or distributed:
 #      torchrun --nproc_per_node 8 tools/extract_features.py CONFIG \
 #          --launcher pytorch
-# 2. Train a probe on the cached embeddings with tools/train.py.
+# 2. Train a probe on the cached embeddings with tools/train.py
+#    (./cached_features.py).
 # Images go through CLIP's test preprocessing (./pipelines/clip.py: 224 px,
 # bicubic, centre crop), also for the training set. The train file also
 # holds PLP's pseudo-labels: the argmax of the zero-shot classifier built
@@ -17,7 +18,7 @@
 # names, the first synonym of each entry of mmpretrain's IMAGENET_CATEGORIES
 # ('tench, Tinca tinca' -> 'tench'; loaders/datasets.py: get_class_names),
 # applied to the projected features.
-_base_ = ['./pipelines/clip.py']
+_base_ = ['./pipelines/clip.py', './cached_features.py']
 feature_root = 'data/features/clip-vit-b16_openai'
 train_feature_file = feature_root + '/in1k_train.pt'
 val_feature_file = feature_root + '/in1k_val.pt'
@@ -55,28 +56,14 @@ feature_extraction = dict(
 )
 
 
-def _cached(feature_file, target, batch_size, shuffle):
-    return dict(
-        batch_size=batch_size,
-        num_workers=4,
-        persistent_workers=True,
-        pin_memory=True,
-        drop_last=False,
-        collate_fn=dict(type='default_collate'),
-        sampler=dict(type='DefaultSampler', shuffle=shuffle),
-        dataset=dict(
-            type='CachedFeatureDataset',
-            feature_file=feature_file,
-            feature='pre_projection',
-            target=target))
-
-
-# probes: target='labels' (linear probing) or 'pseudo_labels' (PLP); PLP's
-# train loader: batch 8192 (run_plp.sh), shuffled, the last partial batch
-# kept (157 iterations per epoch)
-train_dataloader = _cached(train_feature_file, 'labels', 8192, True)
-# the ID accuracy of a probe is always measured against the true labels
-val_dataloader = _cached(val_feature_file, 'labels', 8192, False)
+# PLP's batch of 8192 (run_plp.sh); the last partial training batch is kept
+# (157 iterations per epoch)
+train_dataloader = dict(
+    batch_size=8192,
+    num_workers=4,
+    persistent_workers=True,
+    pin_memory=True,
+    dataset=dict(feature_file=train_feature_file))
+val_dataloader = dict(
+    train_dataloader, dataset=dict(feature_file=val_feature_file))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
-test_evaluator = val_evaluator

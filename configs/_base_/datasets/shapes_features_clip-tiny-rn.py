@@ -10,6 +10,7 @@
 # (re-running with the same checkpoint reuses the files; another checkpoint
 # replaces them). The train file also holds the zero-shot pseudo-labels of
 # the 5-prompt PLP ensemble over the shape names.
+_base_ = ['./cached_features.py']
 feature_root = 'work_dirs/features/clip-tiny-rn_shapes'
 train_feature_file = feature_root + '/train.pt'
 val_feature_file = feature_root + '/val.pt'
@@ -47,22 +48,8 @@ feature_extraction = dict(
 )
 
 
-def _cached(feature_file, target, shuffle):
-    return dict(
-        batch_size=256,
-        num_workers=0,
-        drop_last=False,
-        collate_fn=dict(type='default_collate'),
-        sampler=dict(type='DefaultSampler', shuffle=shuffle),
-        dataset=dict(
-            type='CachedFeatureDataset',
-            feature_file=feature_file,
-            feature='pre_projection',
-            target=target))
-
-
-train_dataloader = _cached(train_feature_file, 'labels', True)
-val_dataloader = _cached(val_feature_file, 'labels', False)
+train_dataloader = dict(dataset=dict(feature_file=train_feature_file))
+val_dataloader = dict(dataset=dict(feature_file=val_feature_file))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+val_evaluator = dict(topk=(1, ))
 test_evaluator = val_evaluator
