@@ -11,14 +11,11 @@
 # tower (check_encoder): for CMA-fine-tuned weights extract features with
 # its checkpoint and train the probes on those. They work on the tower's
 # pre-projection features (ln_post of the class token), which they read
-# off the classifier's forward with a hook.
-_base_ = [
-    '../_base_/models/clip_vit-b16.py',
-    '../_base_/models/ood_scorers.py',
-    '../_base_/datasets/pipelines/clip.py',
-    '../_base_/datasets/imagenet_ood_mos.py',
-    '../_base_/default_runtime.py',
-]
+# off the classifier's forward with a hook. The zero-shot setting is
+# NegLabel's (inherited: OpenAI weights, ImageNet class names, ID prompts
+# "the nice {}", the benchmark and its 'mos' metrics), with CLIP's bicubic
+# preprocessing, which the probes' features are extracted with.
+_base_ = ['../neglabel/neglabel_clip-vit-b16_1xb256_in1k-mos.py']
 train_features = 'data/features/clip-vit-b16_openai/in1k_train.pt'
 plp_probe = 'work_dirs/plp_clip-vit-b16_1xb8192_in1k'  # its last checkpoint
 linear_probe = 'work_dirs/linear-probe_clip-vit-b16_1xb8192_in1k'
@@ -29,8 +26,6 @@ def _probe(path, score, name):
         type='ProbeScorer', probe_checkpoint=path, score=score, name=name)
 
 
-# OpenAI's weights, ImageNet class names and NegLabel's ID prompts "the nice
-# {}" of the model base
 model = dict(
     ood_scorers=[
         {{_base_.neglabel_scorer}},
@@ -51,6 +46,4 @@ model = dict(
         dict(type='KNNScorer', train_features=train_features, k=1),
     ],
 )
-# CLIP's bicubic preprocessing (the probes' features are extracted with it)
 test_dataloader = dict(dataset=dict(pipeline={{_base_.test_pipeline}}))
-test_cfg = dict()
