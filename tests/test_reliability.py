@@ -3,7 +3,7 @@ and a one-line error naming the culprit for every bad input.
 
 Covered elsewhere: non-finite OoD scores (tests/test_ood_metric.py::
 test_non_finite_scores_name_the_dataset), untrusted pickles refused unless
-CMA_OOD_TRUST_CHECKPOINTS=1 (tests/test_training.py::
+--trust-checkpoint (tests/test_training.py::
 test_untrusted_checkpoint_is_refused_unless_opted_in), NegLabel caches
 keyed by weights and candidates (tests/test_neglabel_scorer.py::
 test_cache_key_changes, test_cache_key_covers_settings), checkpoint
