@@ -15,7 +15,7 @@ import sys
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
-MIM_FILES = ('configs', 'tools', 'txtfiles')
+MIM_FILES = ('configs', 'tools', 'txtfiles', 'model-index.yml')
 
 
 def read_requirements(name):
@@ -34,7 +34,8 @@ def version():
 
 
 def add_mim_extension():
-    """Copy or link configs/, tools/ and txtfiles/ into cma_ood/.mim."""
+    """Copy or link configs/, tools/, txtfiles/ and model-index.yml into
+    cma_ood/.mim."""
     commands = set(sys.argv[1:])
     if commands & {'develop', 'editable_wheel'}:
         mode = 'symlink'
@@ -55,6 +56,8 @@ def add_mim_extension():
             continue
         if mode == 'symlink':
             os.symlink(osp.relpath(src, mim_root), dst)
+        elif osp.isfile(src):
+            shutil.copyfile(src, dst)
         else:
             shutil.copytree(
                 src, dst,

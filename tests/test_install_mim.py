@@ -54,6 +54,29 @@ def test_package_ships_configs_tools_and_txtfiles(installed):
     assert (mim_dir / 'tools' / 'test.py').is_file()
     assert (mim_dir / 'txtfiles' / 'noun.Tops.txt').is_file()
     assert not (mim_dir / 'configs').is_symlink()
+    assert (mim_dir / 'model-index.yml').is_file()
+    assert (mim_dir / 'configs' / 'cma' / 'metafile.yml').is_file()
+    assert not (mim_dir / 'model-index.yml').is_symlink()
+
+
+def test_mim_search_lists_the_model_zoo(installed, tmp_path):
+    """`mim search cma_ood` reads cma_ood/.mim/model-index.yml and the
+    metafiles it imports (configs/<algorithm>/metafile.yml)."""
+    out = mim(installed, 'search', 'cma_ood', '--display-width', '400',
+              cwd=tmp_path)
+    for name in ('cma-neglabel-fixed_clip-vit-b16_4xb128_in1k-mos',
+                 'cma_clip-vit-b16_4xb128_in1k',
+                 'neglabel_clip-vit-b16_1xb256_in1k-mos',
+                 'mcm_clip-vit-b16_1xb256_in1k-mos'):
+        assert name in out, out[-3000:]
+    out = mim(installed, 'search', 'cma_ood', '--valid-config', cwd=tmp_path)
+    assert 'plp_clip-vit-b16_1xb8192_in1k' in out
+    # the published numbers come with the model
+    out = mim(installed, 'search', 'cma_ood', '--config',
+              'cma-neglabel-fixed_clip-vit-b16_4xb128_in1k-mos', '--field',
+              'imagenet-1k (mos)/fpr95', 'imagenet-1k (mos)/auroc',
+              '--display-width', '400', cwd=tmp_path)
+    assert '19.93' in out and '95.13' in out, out[-3000:]
 
 
 def test_mim_train_and_test(installed, tmp_path):
