@@ -247,9 +247,8 @@ def test_openood_base_config_evaluator_uses_openood_protocol():
     from mmpretrain.registry import METRICS
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/_base_/datasets/imagenet_ood_openood_v1.5.py'))
-    assert cfg.ood_test_evaluator == dict(type='OoDMetric',
-                                          protocol='openood')
-    metric = METRICS.build(cfg.ood_test_evaluator)
+    assert cfg.test_evaluator == dict(type='OoDMetric', protocol='openood')
+    metric = METRICS.build(cfg.test_evaluator)
     assert isinstance(metric, OoDMetric) and metric.protocol == 'openood'
 
 
