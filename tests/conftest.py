@@ -6,6 +6,12 @@ import torch
 
 
 def pytest_configure(config):
+    # `pytest -m "not slow"` skips the end-to-end runs of tools and the demo
+    # (minutes); `-m "not multiprocess"` the tests that start process groups
+    config.addinivalue_line(
+        'markers', 'slow: end-to-end runs of the tools (seconds to minutes)')
+    config.addinivalue_line(
+        'markers', 'multiprocess: starts a 2-process gloo group')
     # third-party deprecation noise (clip imports pkg_resources; mmcv-lite
     # lacks compiled ops we never use)
     config.addinivalue_line('filterwarnings',

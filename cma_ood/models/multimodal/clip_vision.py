@@ -12,7 +12,7 @@ FLOPs. All blocks run batch-first through
 over the image's patches, which is several times faster than cuDNN's
 convolution for this shape. Gradients flow to the
 same parameters; the result equals ``visual(images)`` up to
-floating-point rounding (``tests/test_clip_vision.py``).
+floating-point rounding (``tests/test_models/test_multimodal/test_clip_vision.py``).
 
 Pre-projection features (PLP's ``proj=None``): :func:`encode_image_features`
 returns either the embedding or the tower's output *before* its final

@@ -11,7 +11,7 @@
 #   antialiased on PIL images) + CenterCrop(224), the preprocessing of MCM's
 #   and NegLabel's evaluation code.
 # Both test pipelines give bit-identical images to the published torchvision
-# pipelines (tests/test_image_list.py). CheckedLoadImageFromFile names the
+# pipelines (tests/test_datasets/test_image_list.py). CheckedLoadImageFromFile names the
 # file that fails to load (docs/troubleshooting.md).
 train_pipeline = [
     dict(type='CheckedLoadImageFromFile'),

@@ -28,7 +28,7 @@ SPAWN_TIMEOUT_S = 120  # whole spawn; a deadlocked collective fails, not hangs
 PG_TIMEOUT_S = 60
 
 
-pytestmark = pytest.mark.usefixtures('single_thread')
+pytestmark = [pytest.mark.usefixtures('single_thread'), pytest.mark.multiprocess]
 
 
 # name -> (per-rank sizes, lam, D, logit scale, duplicate text rows)

@@ -18,7 +18,9 @@ from cma_ood.datasets.wordnet import (ADJ_LEXNAMES, DEFAULT_LEXNAMES,
                                       write_candidate_lists,
                                       write_lexnames_table)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import _helpers  # noqa: E402  (tests/ is on sys.path)
+
+REPO_ROOT = Path(_helpers.REPO)
 TXTFILES = REPO_ROOT / 'txtfiles'
 
 # lexicographer file numbers (WordNet 3.0)

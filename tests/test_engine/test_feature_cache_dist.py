@@ -6,8 +6,11 @@ hit on every rank (no rank encodes)."""
 import os.path as osp
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.multiprocess
 
 WORLD_SIZE = 2
 TIMEOUT_S = 120

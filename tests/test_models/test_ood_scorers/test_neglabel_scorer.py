@@ -17,7 +17,9 @@ from cma_ood.models.ood_scorers import neglabel as nls
 from cma_ood.models.multimodal.clip_builder import tokenize
 from cma_ood.models.ood_scorers.functional.neglabel import mine_negative_labels, neglabel_score
 
-REPO = Path(__file__).resolve().parents[1]
+import _helpers  # noqa: E402  (tests/ is on sys.path)
+
+REPO = Path(_helpers.REPO)
 CLASSNAMES = ['cat', 'dog', 'car', 'tree', 'house', 'boat']
 LEXNAMES = ('noun.act', 'noun.artifact', 'noun.Tops', 'adj.all')
 SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ru', 'sa', 'to', 'vi', 'be', 'du']

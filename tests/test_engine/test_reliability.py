@@ -1,13 +1,13 @@
 """Reliability (issue #6): exact resume after SIGKILL, crash-safe checkpoints
 and a one-line error naming the culprit for every bad input.
 
-Covered elsewhere: non-finite OoD scores (tests/test_ood_metric.py::
+Covered elsewhere: non-finite OoD scores (tests/test_evaluation/test_ood_metric.py::
 test_non_finite_scores_name_the_dataset), untrusted pickles refused unless
---trust-checkpoint (tests/test_training.py::
+--trust-checkpoint (tests/test_engine/test_training.py::
 test_untrusted_checkpoint_is_refused_unless_opted_in), NegLabel caches
-keyed by weights and candidates (tests/test_neglabel_scorer.py::
+keyed by weights and candidates (tests/test_models/test_ood_scorers/test_neglabel_scorer.py::
 test_cache_key_changes, test_cache_key_covers_settings), checkpoint
-conversion (tests/test_convert_checkpoint.py).
+conversion (tests/test_utils/test_convert_checkpoint.py).
 """
 import os
 import os.path as osp
@@ -37,11 +37,10 @@ from cma_ood.datasets.neglabel_candidates import read_candidates
 from cma_ood.utils import safe_torch_load
 from cma_ood.utils.checkpoint import atomic_write_text
 
-from _helpers import DEMO_CONFIG, REPO, run_tool
-from test_training import small_cfg, weights
+from _helpers import DEMO_CONFIG, REPO, run_tool, small_cfg, weights
 
 
-pytestmark = pytest.mark.usefixtures('single_thread')
+pytestmark = [pytest.mark.usefixtures('single_thread'), pytest.mark.slow]
 
 
 AUGMENT = [

@@ -277,6 +277,7 @@ def _dist_worker(rank, world_size, port, samples, queue):
         dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 def test_distributed_collection_with_uneven_shards():
     samples = make_samples(seed=4, sizes=(('ID', 13), ('near', 6),
                                           ('far1', 5), ('far2', 3)))

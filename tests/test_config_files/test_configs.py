@@ -78,7 +78,7 @@ def test_cma_recipe_matches_the_paper():
     assert cfg.optim_wrapper.optimizer == dict(
         type='AdamW', lr=1e-5, weight_decay=0.1, fused=True)
     assert cfg.optim_wrapper.type == 'AutoAmpOptimWrapper'
-    # CMA's CosineAnnealingWarmupRestarts (tests/test_schedulers.py checks
+    # CMA's CosineAnnealingWarmupRestarts (tests/test_engine/test_schedulers.py checks
     # it iteration by iteration), its cycle filled in by CMAScheduleHook
     assert cfg.param_scheduler == [
         dict(type='CMAWarmupCosineLR', warmup_iters=500, by_epoch=False)]

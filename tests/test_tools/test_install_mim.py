@@ -10,6 +10,8 @@ import pytest
 
 from _helpers import REPO
 
+pytestmark = pytest.mark.slow
+
 CONFIG = 'cma_clip-tiny-rn_1xb64_shapes.py'
 FAST = ['train_cfg.max_epochs=1', 'train_dataloader.dataset.num_per_class=8',
         'train_dataloader.num_workers=0',

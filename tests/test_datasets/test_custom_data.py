@@ -15,6 +15,8 @@ from PIL import Image
 
 from _helpers import REPO
 
+pytestmark = pytest.mark.slow
+
 DOC = Path(REPO) / 'docs' / 'custom_data.md'
 BASE = 'configs/_base_/datasets/custom_folders.py'
 ZERO_SHOT = 'configs/custom/neglabel_clip-vit-b16_1xb64_custom.py'

@@ -12,6 +12,8 @@ import pytest
 
 from _helpers import DEMO_CONFIG, REPO
 
+pytestmark = pytest.mark.slow
+
 # a few seconds of the demo: 1 epoch of 48 images, small test sets
 FAST = ['train_cfg.max_epochs=1', 'train_dataloader.dataset.num_per_class=8',
         'train_dataloader.num_workers=0',

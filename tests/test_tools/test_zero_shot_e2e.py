@@ -8,9 +8,12 @@ import hashlib
 import json
 import os.path as osp
 
+import pytest
 import torch
 
 from _helpers import DEMO_CONFIG, run_tool
+
+pytestmark = pytest.mark.slow
 
 NOUNS = ['table', 'river', 'engine', 'violin', 'cloud', 'ladder', 'bridge',
          'pencil', 'garden', 'rocket', 'window', 'forest']

@@ -13,7 +13,9 @@ import cma_ood  # noqa: F401  (registers the components)
 from cma_ood.datasets import ImageListDataset, OoDConcatDataset
 from cma_ood.datasets.image_list import parse_image_list_line
 
-REPO = Path(__file__).resolve().parents[1]
+import _helpers  # noqa: E402  (tests/ is on sys.path)
+
+REPO = Path(_helpers.REPO)
 PIPELINE = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 
 
