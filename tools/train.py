@@ -8,7 +8,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from cma_ood.utils.checkpoint import (add_trust_checkpoint_argument,
-                                      install_checkpoint_loader)
+                                      install_checkpoint_loader,
+                                      resume_checkpoint)
 
 
 def parse_args():
@@ -73,10 +74,12 @@ def merge_args(cfg: Config, args) -> Config:
         from cma_ood.engine import amp_optim_wrapper_cfg
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper)
     if args.resume == 'auto':
-        # MMEngine would log "resumed from the latest checkpoint None" for
-        # a work dir without checkpoints; say it starts from scratch instead
-        cfg.resume = osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint'))
-        cfg.load_from = None
+        # the checkpoint last_checkpoint names if it is complete, else the
+        # newest complete one; none: start from scratch (MMEngine would log
+        # "resumed from the latest checkpoint None")
+        latest = resume_checkpoint(cfg.work_dir)
+        cfg.resume = latest is not None
+        cfg.load_from = latest
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -26,6 +26,7 @@ Also here: crash-safe file replacement (:func:`commit_file`,
 fit a model (used by ``CheckpointMatchHook`` and the checkpoint converter).
 """
 import argparse
+import glob
 import logging
 import os
 import os.path as osp
@@ -235,6 +236,30 @@ def install_checkpoint_loader(trust: bool = False) -> None:
             'Local checkpoints are loaded with weights_only=True and the '
             'allow-list of cma_ood checkpoints (--trust-checkpoint to load '
             'others)', logger='current')
+
+
+def resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` should continue from in ``work_dir``.
+
+    The one ``last_checkpoint`` names, if that is a complete checkpoint
+    file (:func:`checkpoint_file_problem`); else (a crash cut
+    ``last_checkpoint`` short, or the file it names is gone) the newest
+    complete ``*.pth`` of ``work_dir`` by modification time; ``None`` when
+    there is none (start from scratch).
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = None
+    if osp.isfile(pointer):
+        with open(pointer, encoding='utf-8') as f:
+            named = f.read().strip() or None
+    if named is not None and osp.isfile(named) and \
+            checkpoint_file_problem(named) is None:
+        return named
+    candidates = sorted(
+        (p for p in glob.glob(osp.join(work_dir, '*.pth'))
+         if checkpoint_file_problem(p) is None),
+        key=osp.getmtime)
+    return candidates[-1] if candidates else None
 
 
 # ------------------------------------------------------------ atomic writes

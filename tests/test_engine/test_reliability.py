@@ -625,3 +625,26 @@ def test_tools_test_names_a_text_file_given_as_checkpoint(tmp_path):
     assert last.endswith(f"CheckpointFileError: {bad} is not a PyTorch "
                     "checkpoint: it starts with b'hello\\n', where "
                     'torch.save writes a zip archive (or a pickle)')
+
+
+def test_resume_falls_back_when_last_checkpoint_was_cut_short(tmp_path):
+    """MMEngine writes last_checkpoint with a plain write after the
+    checkpoint is complete; if a crash cut that line short (or the file it
+    names is gone or truncated), --resume takes the newest complete
+    checkpoint instead of failing."""
+    from cma_ood.utils.checkpoint import resume_checkpoint
+    assert resume_checkpoint(str(tmp_path)) is None  # nothing: from scratch
+    old, new = tmp_path / 'iter_2.pth', tmp_path / 'iter_4.pth'
+    torch.save({'meta': {'iter': 2}}, old)
+    torch.save({'meta': {'iter': 4}}, new)
+    os.utime(old, (1000, 1000))
+    pointer = tmp_path / 'last_checkpoint'
+    pointer.write_text(str(new))
+    assert resume_checkpoint(str(tmp_path)) == str(new)
+    pointer.write_text('')  # cut short
+    assert resume_checkpoint(str(tmp_path)) == str(new)
+    new.write_bytes(new.read_bytes()[:20])  # truncated newest
+    pointer.write_text(str(new))
+    assert resume_checkpoint(str(tmp_path)) == str(old)
+    (tmp_path / 'notes.pth').write_text('not a checkpoint')
+    assert resume_checkpoint(str(tmp_path)) == str(old)

@@ -3,10 +3,9 @@ skip weights.
 
 * :class:`AtomicCheckpointHook` replaces MMEngine's ``CheckpointHook`` in
   ``configs/_base_/default_runtime.py``. Stock MMEngine writes a checkpoint
-  straight to its final path, rewrites ``last_checkpoint`` in place and
-  deletes the oldest checkpoint (``max_keep_ckpts``) *before* writing the
-  new one, so a job killed while saving can leave ``--resume`` a truncated
-  file, an empty ``last_checkpoint`` or no checkpoint at all.
+  straight to its final path and deletes the oldest checkpoint
+  (``max_keep_ckpts``) *before* writing the new one, so a job killed while
+  saving can leave ``--resume`` a truncated file or no checkpoint at all.
 * :class:`CheckpointMatchHook` makes ``load_from`` / ``--resume`` /
   ``tools/test.py CONFIG CKPT`` fail on a checkpoint of another
   architecture; MMEngine loads with ``strict=False`` and only logs a
@@ -15,93 +14,116 @@ skip weights.
 import glob
 import os
 import os.path as osp
+import re
 from typing import Optional
 
 from mmengine.dist import is_main_process
-from mmengine.fileio import LocalBackend
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmpretrain.registry import HOOKS
 
-from cma_ood.utils.checkpoint import (atomic_write_text, commit_file,
+from cma_ood.utils.checkpoint import (commit_file,
                                       install_checkpoint_loader,
                                       installed_checkpoint_trust,
                                       state_dict_mismatch)
 
 TMP_SUFFIX = '.part'
+#: the name of :class:`AtomicLocalBackend` in MMEngine's backend registry
+ATOMIC_BACKEND = 'cma_ood_atomic_local'
+
+
+@register_backend(ATOMIC_BACKEND)
+class AtomicLocalBackend(LocalBackend):
+    """MMEngine's local file backend whose writes are atomic: ``put``
+    writes a hidden temporary file next to the target
+    (``.epoch_3.pth.part``), flushes it to disk and renames it into place
+    (:func:`~cma_ood.utils.checkpoint.commit_file`), so a crash leaves
+    either the old file or the complete new one. Selected per call with
+    ``backend_args=dict(backend='cma_ood_atomic_local')``; the default
+    local backend is untouched."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        filepath = str(filepath)
+        tmp = osp.join(osp.dirname(filepath),
+                       f'.{osp.basename(filepath)}{TMP_SUFFIX}')
+        super().put(obj, tmp)
+        commit_file(tmp, filepath)
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
 
 
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
-    """MMEngine's ``CheckpointHook`` (same arguments) with crash-safe saving.
+    """MMEngine's ``CheckpointHook`` (same arguments) with crash-safe saving,
+    built on its public extension points only.
 
-    For a local ``out_dir``:
+    For a local ``out_dir`` (``backend_args`` not given):
 
-    1. a checkpoint is written to a hidden temporary file next to its final
-       path (``.epoch_3.pth.part``), flushed to disk and renamed into place
-       only when complete (``os.replace`` is atomic);
-    2. ``last_checkpoint``, which ``--resume`` reads, is replaced atomically
-       and only after the checkpoint it names is complete;
-    3. checkpoints beyond ``max_keep_ckpts`` are deleted after the new one
-       is complete.
+    1. checkpoints are written through :class:`AtomicLocalBackend`: a
+       hidden temporary file, flushed and renamed into place only when
+       complete;
+    2. checkpoints beyond ``max_keep_ckpts`` are deleted after the new one
+       is complete (MMEngine deletes the oldest *before* writing the new
+       one, so with ``max_keep_ckpts=1`` a crash while saving left nothing
+       to resume from);
+    3. temporary files of a crashed save are deleted when training starts.
 
-    A crash at any moment therefore leaves ``last_checkpoint`` naming a
-    complete checkpoint. Temporary files of a crashed save are deleted when
-    training starts. Other storage backends (object stores, whose uploads
-    are atomic) use MMEngine's code unchanged, as do ``save_best``
+    MMEngine then writes ``last_checkpoint`` (one short line) after the
+    checkpoint is complete; ``tools/train.py --resume`` checks what it names
+    and falls back to the newest complete checkpoint if a crash cut that
+    line short. Other storage backends (object stores, whose uploads are
+    atomic) use MMEngine's behaviour unchanged, as do ``save_best``
     checkpoints, which resuming never reads.
     """
 
+    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args=None,
+                 out_dir=None, **kwargs):
+        self._atomic = backend_args is None and (
+            out_dir is None or '://' not in str(out_dir))
+        self._keep = max_keep_ckpts
+        super().__init__(
+            *args,
+            max_keep_ckpts=-1 if self._atomic else max_keep_ckpts,
+            backend_args=dict(backend=ATOMIC_BACKEND)
+            if self._atomic else backend_args,
+            out_dir=out_dir,
+            **kwargs)
+
     def before_train(self, runner) -> None:
         super().before_train(runner)
-        if self._is_local() and is_main_process():
+        if self._atomic and is_main_process():
             for leftover in glob.glob(osp.join(self.out_dir,
                                                '.*' + TMP_SUFFIX)):
                 os.remove(leftover)
 
-    def _is_local(self) -> bool:
-        return isinstance(getattr(self, 'file_backend', None), LocalBackend)
-
-    def _save_checkpoint_with_step(self, runner, step, meta):
-        if not self._is_local():
-            return super()._save_checkpoint_with_step(runner, step, meta)
-        outdated = []
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
-                                            self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                outdated.append(self.keep_ckpt_ids.popleft())
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids',
-                                           list(self.keep_ckpt_ids))
-
-        ckpt_filename = self.filename_tmpl.format(step)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir,
-                                                     ckpt_filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        tmp_filename = f'.{ckpt_filename}{TMP_SUFFIX}'
-        runner.save_checkpoint(
-            self.out_dir,
-            tmp_filename,
-            self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta,
-            by_epoch=self.by_epoch,
-            backend_args=self.backend_args,
-            **self.args)
-        if not is_main_process():
+    def _prune(self) -> None:
+        """Delete the oldest of our checkpoints beyond ``max_keep_ckpts``
+        (by the step in their name), after a save completed."""
+        if not self._atomic or self._keep <= 0 or not is_main_process():
             return
-        commit_file(osp.join(self.out_dir, tmp_filename), self.last_ckpt)
-        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
-                          self.last_ckpt)
-        for old_step in outdated:
-            path = self.file_backend.join_path(
-                self.out_dir, self.filename_tmpl.format(old_step))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):
-                self.file_backend.rmtree(path)
+        pattern = re.compile(
+            re.escape(self.filename_tmpl).replace(r'\{\}', r'(\d+)') + '$')
+        steps = sorted(
+            (int(m.group(1)), name) for name in os.listdir(self.out_dir)
+            for m in [pattern.match(name)] if m)
+        for _, name in steps[:-self._keep]:
+            os.remove(osp.join(self.out_dir, name))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        before = self.last_ckpt if hasattr(self, 'last_ckpt') else None
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        if getattr(self, 'last_ckpt', None) != before:
+            self._prune()
+
+    def after_train_epoch(self, runner) -> None:
+        before = self.last_ckpt if hasattr(self, 'last_ckpt') else None
+        super().after_train_epoch(runner)
+        if getattr(self, 'last_ckpt', None) != before:
+            self._prune()
 
 
 def _loaded_checkpoint_name(runner) -> str:
