@@ -16,7 +16,6 @@ recomputed from the cached features.
 import hashlib
 import json
 import logging
-import os
 import os.path as osp
 import time
 from contextlib import nullcontext

@@ -39,6 +39,7 @@ import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
+
 def add_trust_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """Add the tools' ``--trust-checkpoint`` flag (``args.trust_checkpoint``,
     a bool passed on to :func:`install_checkpoint_loader` /
@@ -219,6 +220,7 @@ def install_checkpoint_loader(trust: bool = False) -> None:
         raise TypeError(f'trust must be a bool, got {trust!r}')
     if installed_checkpoint_trust() is trust:
         return
+
     def loader(filename: str, map_location: Any = None) -> Any:
         return load_from_local_safe(filename, map_location, trust=trust)
 

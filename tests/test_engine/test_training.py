@@ -16,6 +16,7 @@ from cma_ood.utils import safe_torch_load
 
 from _helpers import DEMO_CONFIG, small_cfg, weights
 
+
 def test_training_loss_decreases(tmp_path):
     cfg = small_cfg(tmp_path, max_epochs=6, num_per_class=32,
                     batch_size=32)

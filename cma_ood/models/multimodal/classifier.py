@@ -20,6 +20,7 @@ from .clip_vision import encode_image_vit, is_clip_vit
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
 
+
 @MODELS.register_module()
 class MultiModalClassifier(BaseModel):
     """A CLIP model fine-tuned contrastively and used as a zero-shot

@@ -8,7 +8,7 @@ to :meth:`BaseOoDScorer.prepare` whenever the weights changed; scorers
 never reach into the classifier itself.
 """
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn

@@ -26,26 +26,21 @@ every batch that it belongs to the batch (its projection must give back
 the embeddings).
 """
 import logging
-import os.path as osp
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
-from ...utils.checkpoint import safe_torch_load
 from ...utils.feature_file import load_feature_file
 from ..multimodal.clip_vision import (check_image_feature, feature_tap,
-                          image_feature_dim, projection_matrix)
-from .functional.feature import (COVARIANCES, INVERSES, background_fit,
-                             check_normalize, feature_stats, knn_score,
-                             mahalanobis_fit, mahalanobis_score,
-                             normalize_features)
-from ..probes.linear_probe import NORM_CODES, NORM_NAMES, probe_logits
-from .functional.logit import energy_score, max_logit_score, msp_score
+                                      image_feature_dim, projection_matrix)
 from .base import BaseOoDScorer, ScorerContext
+from .functional.feature import (COVARIANCES, INVERSES, background_fit,
+                                 check_normalize, feature_stats, knn_score,
+                                 mahalanobis_fit, mahalanobis_score,
+                                 normalize_features)
 
 #: min cosine between the embeddings the classifier passes and the
 #: projection of the captured pre-projection features of the same batch

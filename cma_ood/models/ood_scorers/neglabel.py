@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
 from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS

@@ -7,7 +7,7 @@ built from a prompt ensemble (``eval/utils.py: clip_label_embeddings``,
 ``linear_probing.py: clip_pseudo_probs``), over the first synonym of each
 ImageNet class (``loaders/datasets.py: get_class_names``).
 """
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ PLP_TEMPLATES = (
     'a photo of the large {}.',
     'a photo of the small {}.',
 )
+
 
 # ----------------------------------------------------------- class names
 def first_synonyms(categories: Sequence[str]) -> List[str]:
