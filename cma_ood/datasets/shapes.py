@@ -10,8 +10,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from mmcv.transforms import BaseTransform
 from mmpretrain.datasets import BaseDataset
-from mmpretrain.registry import DATASETS
+from mmpretrain.registry import DATASETS, TRANSFORMS
 
 ID_SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring')
 NEAR_OOD_SHAPES = ('hexagon', 'heart', 'crescent', 'arrow')
@@ -204,14 +205,50 @@ class ShapesDataset(BaseDataset):
         split_key = _SPLIT_SEEDS.get(self.split, 0) if not self._far else 0
         rng = np.random.default_rng(
             [self.seed, split_key, hash_split(self.split), idx])
-        if self._far:
-            img = render_far_ood(self.split, rng, self.img_size)
-        else:
-            img = render_shape(self.CLASSES[info['shape_idx']], rng,
-                               self.img_size)
+        kind = self.split if self._far else self.CLASSES[info['shape_idx']]
+        img = _render(kind, rng, self.img_size)
         info.update(
-            img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+            img=img,
+            img_shape=img.shape[:2],
+            ori_shape=img.shape[:2],
+            render_kind=kind)
         return info
+
+
+def _render(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    if kind in FAR_OOD_KINDS:
+        return render_far_ood(kind, rng, size)
+    return render_shape(kind, rng, size)
+
+
+@TRANSFORMS.register_module()
+class RedrawShape(BaseTransform):
+    """Replace a :class:`ShapesDataset` sample by a new drawing of the same
+    shape (or far-OoD kind): new colours, size, position, rotation and
+    background.
+
+    The drawing is seeded from numpy's global generator, which
+    :class:`~cma_ood.engine.ResumableEpochBasedTrainLoop` seeds per
+    ``(seed, epoch, sample index)``: each epoch trains on images not seen
+    before, reproducibly and independently of the number of dataloader
+    workers. Used by the CPU demo, whose training from scratch is much less
+    sensitive to floating-point differences between machines when it never
+    sees an image twice (docs/fidelity.md, "The CPU demo").
+
+    Required keys: ``img``, ``render_kind``. Modified keys: ``img``,
+    ``img_shape``.
+    """
+
+    def transform(self, results: dict) -> dict:
+        if 'render_kind' not in results:
+            raise KeyError('RedrawShape: the sample has no "render_kind"; '
+                           'use it only in the pipeline of a ShapesDataset')
+        size = results['img'].shape[0]
+        rng = np.random.default_rng(
+            np.random.randint(0, 2**32, size=4, dtype=np.uint64))
+        img = _render(results['render_kind'], rng, size)
+        results.update(img=img, img_shape=img.shape[:2])
+        return results
 
 
 def hash_split(split: str) -> int:

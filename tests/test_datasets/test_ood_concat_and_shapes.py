@@ -128,3 +128,37 @@ def test_concat_shared_pipeline_conflicts_are_errors():
             ood_datasets=dict(near=dict(type='ShapesDataset',
                                         split='near_ood', num_per_class=1)),
             pipeline=PIPE)
+
+
+def test_redraw_shape_draws_the_same_kind_anew_from_the_global_seed():
+    """RedrawShape replaces a sample by a new drawing of its own shape
+    (or far-OoD kind), seeded by numpy's global generator, which the
+    training loop seeds per (seed, epoch, sample)."""
+    from cma_ood.datasets import RedrawShape
+    from cma_ood.datasets.shapes import render_far_ood, render_shape
+    redraw = RedrawShape()
+    for split in ('train', 'textures'):
+        ds = ShapesDataset(split=split, num_per_class=2, img_size=24)
+        info = ds.get_data_info(1)
+        original = info['img'].copy()
+        np.random.seed(7)
+        a = redraw(dict(info))['img']
+        np.random.seed(7)
+        b = redraw(dict(info))['img']
+        np.random.seed(8)
+        c = redraw(dict(info))['img']
+        assert a.shape == original.shape == (24, 24, 3)
+        assert np.array_equal(a, b)  # reproducible from the seed
+        assert not np.array_equal(a, c) and not np.array_equal(a, original)
+        # it is the drawing of the sample's kind with the stated seeds
+        np.random.seed(7)
+        rng = np.random.default_rng(
+            np.random.randint(0, 2**32, size=4, dtype=np.uint64))
+        kind = info['render_kind']
+        want = render_far_ood(kind, rng, 24) if split == 'textures' else \
+            render_shape(kind, rng, 24)
+        assert np.array_equal(a, want)
+    assert ShapesDataset(split='train').get_data_info(0)['render_kind'] == \
+        ID_SHAPES[0]
+    with pytest.raises(KeyError, match='render_kind'):
+        redraw(dict(img=np.zeros((4, 4, 3), np.uint8)))
