@@ -117,7 +117,10 @@ def test_progress_lines_are_timed(monkeypatch):
     hook = ProgressHook(interval_s=10)
     hook.before_test_epoch(Runner)
     for i in range(6):
-        hook.after_test_iter(Runner, i, dict(inputs=[0] * 4))
+        # batches of 4 images: decoded, or encoded for the GPU (no inputs)
+        batch = dict(inputs=[0] * 4, data_samples=[0] * 4) if i % 2 else \
+            dict(data_samples=[0] * 4, encoded={})
+        hook.after_test_iter(Runner, i, batch)
     # t = 100 (start), 110: 10 s later, 125 (last batch)
     assert lines == [
         format_progress('test', 4, 6, 10.0, 16),

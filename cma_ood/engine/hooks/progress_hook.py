@@ -61,8 +61,11 @@ class ProgressHook(Hook):
         now = time.monotonic()
         if self._start is None:  # the first batch includes start-up work
             self._start = self._last = now
-        inputs = (data_batch or {}).get('inputs', ())
-        self._images += len(inputs)
+        # data samples, not inputs: a DecodeOnDevice batch may have no
+        # decoded inputs at all
+        batch = data_batch or {}
+        self._images += len(batch.get('data_samples', None)
+                            or batch.get('inputs', ()))
         done, total = batch_idx + 1, len(loader)
         if now - self._last >= self.interval_s or done == total:
             self._last = now

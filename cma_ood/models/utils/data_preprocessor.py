@@ -1,8 +1,11 @@
 """Data preprocessing for the CLIP classifier without host synchronisation."""
 from typing import Optional, Sequence
 
+import torch
 from mmpretrain.models.utils import ClsDataPreprocessor
 from mmpretrain.registry import MODELS
+
+from .device_decode import decode_batch
 
 
 @MODELS.register_module()
@@ -20,6 +23,12 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
       the next iteration's work while the GPU finished the last one;
     * the images are copied without blocking (``non_blocking=True``; with
       the configs' ``pin_memory=True`` the copy is asynchronous).
+
+    Batches of :class:`~cma_ood.datasets.DecodeOnDevice` pipelines (an
+    ``encoded`` entry from :func:`~cma_ood.datasets.stacked_collate`) are
+    decoded and transformed on the preprocessor's device first
+    (:func:`~cma_ood.models.utils.device_decode.decode_batch`), in the
+    channel order of the CPU pipeline (BGR), then normalised as any other.
 
     Where the labels are needed on the GPU (``to_onehot``, which
     ``batch_augments`` such as Mixup switch on) it behaves exactly like
@@ -40,7 +49,40 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
         super().__init__(mean=mean, std=std, **kwargs)
         self._non_blocking = non_blocking
 
+    def _decode(self, data: dict) -> dict:
+        """Replace ``encoded`` files by the decoded batch ``inputs``."""
+        data = dict(data)
+        encoded = data.pop('encoded')
+        samples = data['data_samples']
+        positions = encoded['positions'].tolist()
+        names = [samples[i].metainfo.get('img_path', f'sample {i}')
+                 for i in positions]
+        images = decode_batch(encoded, self._device, names).flip(1)  # BGR
+        if 'inputs' not in data:
+            data['inputs'] = images
+            return data
+        others = data['inputs']
+        others = torch.stack(list(others)) if isinstance(
+            others, (list, tuple)) else others
+        if others.shape[1:] != images.shape[1:]:
+            raise ValueError(
+                'DecodeOnDevice: the images decoded on the CPU '
+                f'{tuple(others.shape[1:])} and on the device '
+                f'{tuple(images.shape[1:])} differ in size; the pipeline '
+                'must end in a fixed size (e.g. CenterCrop)')
+        batch = torch.empty((len(samples), *images.shape[1:]),
+                            dtype=images.dtype, device=images.device)
+        is_encoded = torch.zeros(len(samples), dtype=torch.bool)
+        is_encoded[positions] = True
+        batch[encoded['positions'].to(images.device)] = images
+        batch[(~is_encoded).nonzero()[:, 0].to(images.device)] = others.to(
+            images.device, non_blocking=self._non_blocking)
+        data['inputs'] = batch
+        return data
+
     def forward(self, data: dict, training: bool = False) -> dict:
+        if 'encoded' in data:
+            data = self._decode(data)
         if self.to_onehot:
             return super().forward(data, training)
         samples = data.get('data_samples')

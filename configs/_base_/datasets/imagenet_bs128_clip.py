@@ -14,6 +14,8 @@ train_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     pin_memory=True,
+    # a batch's images as one tensor (cma_ood.datasets.stacked_collate)
+    collate_fn=dict(type='stacked_collate'),
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,

@@ -8,13 +8,17 @@
 #             '../_base_/datasets/imagenet_ood_mos.py']
 #   test_dataloader = dict(dataset=dict(pipeline={{_base_.test_pipeline}}))
 # (./pipelines/clip.py; configs whose ImageNet training base already
-# inherits it do not list it again).
+# inherits it do not list it again). On a CUDA machine,
+# pipeline={{_base_.device_test_pipeline}} decodes the JPEGs on the GPU
+# (docs/benchmarks.md, "End to end").
 imagenet_root = 'data/imagenet'
 test_dataloader = dict(
     batch_size=256,
     num_workers=8,
     persistent_workers=False,
     pin_memory=True,
+    # a batch's images as one tensor (cma_ood.datasets.stacked_collate)
+    collate_fn=dict(type='stacked_collate'),
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='OoDConcatDataset',

@@ -10,9 +10,19 @@
 # - `test_pipeline_bilinear`: torchvision's Resize(224) (bilinear,
 #   antialiased on PIL images) + CenterCrop(224), the preprocessing of MCM's
 #   and NegLabel's evaluation code.
+# - `device_*`: the same pipelines with JPEG decoding, crops and resizes on
+#   the GPU (DecodeOnDevice: nvJPEG, batched; other files and machines
+#   without CUDA take the CPU pipeline per file). A one-line switch where a
+#   config names its pipeline, e.g.
+#     test_dataloader = dict(dataset=dict(
+#         pipeline={{_base_.device_test_pipeline}}))
+#   Close to, not bit-identical with, the CPU pipeline: docs/fidelity.md.
+#   Needs the dataloader's collate_fn=dict(type='stacked_collate') (the
+#   ImageNet bases set it).
 # Both test pipelines give bit-identical images to the published torchvision
-# pipelines (tests/test_datasets/test_image_list.py). CheckedLoadImageFromFile names the
-# file that fails to load (docs/troubleshooting.md).
+# pipelines (tests/test_datasets/test_image_list.py).
+# CheckedLoadImageFromFile names the file that fails to load
+# (docs/troubleshooting.md).
 train_pipeline = [
     dict(type='CheckedLoadImageFromFile'),
     dict(
@@ -38,4 +48,9 @@ test_pipeline_bilinear = [
     test_pipeline[0],
     dict(test_pipeline[1], interpolation='bilinear'),
     *test_pipeline[2:],
+]
+device_train_pipeline = [dict(type='DecodeOnDevice', pipeline=train_pipeline)]
+device_test_pipeline = [dict(type='DecodeOnDevice', pipeline=test_pipeline)]
+device_test_pipeline_bilinear = [
+    dict(type='DecodeOnDevice', pipeline=test_pipeline_bilinear)
 ]
