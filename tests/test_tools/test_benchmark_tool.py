@@ -1,6 +1,8 @@
 """tools/analysis_tools/benchmark.py on the CPU with tiny models: the JSON
 record, the ratio to the reference loop and the profiler trace."""
+import glob
 import json
+import os
 import os.path as osp
 import sys
 
@@ -84,3 +86,105 @@ def test_mine_record(tmp_path):
     assert 0 < result['seconds_warm'] and 0 < result['seconds_cold']
     assert result['speedup_vs_reference'] == pytest.approx(
         result['reference']['seconds_encode_only'] / result['seconds_warm'])
+
+
+@pytest.fixture(scope='module')
+def e2e():
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    try:
+        import e2e_benchmark
+        yield e2e_benchmark
+    finally:
+        sys.path.remove(osp.join(REPO, 'tools', 'analysis_tools'))
+
+
+def test_jpeg_tree_is_imagenet_like_and_reused(e2e, tmp_path):
+    from PIL import Image
+    sets = dict(id=(3, 2), ood0=(1, 4))
+    folders = e2e.make_jpeg_tree(str(tmp_path), sets, workers=1)
+    ids = sorted(glob.glob(osp.join(folders['id'], '*', '*.jpg')))
+    assert [osp.basename(osp.dirname(p)) for p in ids] == [
+        'c0000', 'c0000', 'c0001', 'c0001', 'c0002', 'c0002']
+    oods = sorted(glob.glob(osp.join(folders['ood0'], '*.jpg')))
+    assert len(oods) == 4
+    for path in ids + oods:
+        with Image.open(path) as img:
+            assert img.format == 'JPEG' and img.mode == 'RGB'
+            w, h = img.size
+        assert e2e.WIDTHS[0] <= w <= e2e.WIDTHS[1]
+        assert e2e.HEIGHTS[0] <= h <= e2e.HEIGHTS[1]
+    stamp = os.stat(oods[0]).st_mtime_ns
+    e2e.make_jpeg_tree(str(tmp_path), sets, workers=1)  # complete: reused
+    assert os.stat(oods[0]).st_mtime_ns == stamp
+    e2e.make_jpeg_tree(str(tmp_path), dict(sets, ood0=(1, 5)), workers=1)
+    assert len(glob.glob(osp.join(folders['ood0'], '*.jpg'))) == 5
+
+
+def test_loop_timer_figures(e2e, monkeypatch):
+    """Batches of 4 arriving after waits of 1, 0.5, 0.5 s and taking 2 s
+    each: 8 images in the 5 s after the first batch, 0.2 of it waiting."""
+    clock = iter([0.0, 1.0, 3.0, 3.5, 5.5, 6.0, 8.0])
+    monkeypatch.setattr(e2e.time, 'perf_counter', lambda: next(clock))
+    timer = e2e.LoopTimer()
+    timer.before_test_epoch(None)
+    for i in range(3):
+        timer.before_test_iter(None, i, dict(data_samples=[0] * 4))
+        timer.after_test_iter(None, i)
+    got = timer.summary(skip=1)
+    assert got['images_per_s'] == pytest.approx(8 / 5)
+    assert got['data_wait_share'] == pytest.approx(1 / 5)
+    assert got['seconds_loop_to_first_batch'] == pytest.approx(1.0)
+    assert got['seconds_per_iter'] == pytest.approx(2.5)
+    with pytest.raises(RuntimeError, match='3 iterations ran'):
+        timer.summary(skip=3)
+
+
+E2E_TINY = ['--cfg-options', 'model.arch=tiny-vit-32px',
+            'model.classnames=[a,b,c]']
+
+
+def test_e2e_test_mode_on_jpeg_files(tmp_path):
+    """tools/test.py's path (Runner.test) over generated JPEGs, with the
+    device pipeline (the CPU pipeline on a machine without CUDA)."""
+    config = osp.join(REPO, 'configs', 'mcm',
+                      'mcm_clip-vit-b16_1xb256_in1k-mos.py')
+    out = tmp_path / 'e2e.json'
+    run_tool(BENCH, config, '--mode', 'e2e-test', '--data',
+             str(tmp_path / 'tree'), '--id-images', '12', '--ood-images',
+             '5', '--batch-size', '8', '--workers', '1', '--gen-workers',
+             '1', '--pipeline', 'device', '--out', str(out), *E2E_TINY,
+             'test_dataloader.dataset.pipeline.1.scale=32',
+             'test_dataloader.dataset.pipeline.2.crop_size=32',
+             env=dict(OMP_NUM_THREADS='1'))
+    result = json.loads(out.read_text())
+    assert result['mode'] == 'e2e-test' and result['pipeline'] == 'device'
+    assert result['files_per_set'] == dict(id=12, ood0=5, ood1=5, ood2=5,
+                                           ood3=5)
+    assert result['images'] == 32  # every file, once
+    assert result['iterations_timed'] == 3  # 4 batches, the first skipped
+    assert 0 <= result['data_wait_share'] <= 1
+    assert result['images_per_s'] > 0
+    assert 0 < result['seconds_runner_to_first_batch'] < result[
+        'seconds_process_to_first_batch'] < result['seconds_command']
+    assert result['synthetic']['scores'] == ['MCM']
+    assert result['e2e_vs_synthetic'] == pytest.approx(
+        result['images_per_s'] / result['synthetic']['images_per_s'])
+
+
+def test_e2e_train_mode_times_the_checkpoint(tmp_path):
+    config = osp.join(REPO, 'configs', 'cma',
+                      'cma_clip-vit-b16_4xb128_in1k.py')
+    out = tmp_path / 'e2e.json'
+    work = tmp_path / 'work'
+    run_tool(BENCH, config, '--mode', 'e2e-train', '--data',
+             str(tmp_path / 'tree'), '--batch-size', '4', '--iters', '2',
+             '--warmup', '1', '--workers', '1', '--gen-workers', '1',
+             '--work-dir', str(work), '--no-synthetic', '--out', str(out),
+             *E2E_TINY, 'train_dataloader.dataset.pipeline.1.scale=32',
+             env=dict(OMP_NUM_THREADS='1'))
+    result = json.loads(out.read_text())
+    assert result['files_per_set'] == dict(train=12)  # 3 classes x 4
+    assert result['images'] == 12 and result['iterations_timed'] == 2
+    assert result['seconds_checkpoint_stall'] > 0
+    assert 'synthetic' not in result
+    assert (work / 'epoch_1.pth').is_file()

@@ -1,9 +1,12 @@
-"""Throughput of a cma_ood config on one GPU, with synthetic inputs.
+"""Throughput of a cma_ood config on one GPU: synthetic, and end to end.
 
     python tools/analysis_tools/benchmark.py CONFIG --mode train [--amp]
         [--compile] [--batch-size 256] [--iters 30]
     python tools/analysis_tools/benchmark.py CONFIG --mode test
     python tools/analysis_tools/benchmark.py CONFIG --mode mine
+    python tools/analysis_tools/benchmark.py CONFIG --mode e2e-test \
+        [--pipeline device] [--data DIR] [--workers 16]
+    python tools/analysis_tools/benchmark.py CONFIG --mode e2e-train
 
 Weights are randomly initialised with the config's architecture (nothing is
 downloaded); inputs are random uint8 images of the config's resolution and
@@ -21,6 +24,15 @@ between CUDA synchronisations.
   (the config's ``NegLabelScorer``, or the default one): cold (tokenising
   included) and warm (token ids cached on disk, as in repeated test runs).
 
+* e2e-test / e2e-train: ``Runner.test()`` / ``Runner.train()`` (one
+  epoch) of the config on an ImageNet-like tree of JPEG files (generated
+  under ``--data`` once, reused afterwards), through the real dataloader,
+  with the config's pipeline or ``--pipeline device`` (its
+  ``device_*_pipeline``: JPEG decoding on the GPU). Images/s, time to the
+  first batch, the share of time waiting for data, the checkpoint stall
+  (train) and, unless ``--no-synthetic``, the synthetic figure of the same
+  config in the same run (tools/analysis_tools/e2e_benchmark.py).
+
 In the same process it runs a plain fp32 loop equal to the published
 training step (openai-clip forward, normalisation, the CMA formula over
 77-token prompts, ``torch.optim.AdamW``; for test: the fp16 image encoder,
@@ -33,26 +45,30 @@ the GPU busy time per step (the union of the kernels' intervals, all
 streams) to the result: their difference is the time the GPU waits for
 the host.
 """
-import argparse
-import json
-import platform
-import tempfile
 import time
 
-import torch
-import torch.nn.functional as F
-from mmengine.config import Config, DictAction
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
-from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
+PROCESS_START = time.perf_counter()  # noqa: E402 (e2e: time to first batch)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.optim import build_optim_wrapper  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+from mmpretrain.structures import DataSample  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
-    parser.add_argument('--mode', choices=['train', 'test', 'mine'],
-                        default='train')
+    parser.add_argument(
+        '--mode', choices=['train', 'test', 'mine', 'e2e-test', 'e2e-train'],
+        default='train')
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--iters', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=10)
@@ -83,6 +99,24 @@ def parse_args():
         help='pytorch: one process per GPU under torchrun, the model wrapped '
         'in the config\'s model_wrapper_cfg (train mode; --batch-size per '
         'GPU)')
+    e2e = parser.add_argument_group('e2e-test / e2e-train')
+    e2e.add_argument('--data', help='folder of the generated JPEG tree '
+                     '(default: $TMPDIR/cma_ood_e2e; reused when complete)')
+    e2e.add_argument('--pipeline', choices=['cpu', 'device'], default='cpu',
+                     help='the config\'s pipeline, or its device_*_pipeline '
+                     '(JPEG decoding on the GPU)')
+    e2e.add_argument('--workers', type=int, default=None,
+                     help='dataloader workers (default: the config\'s)')
+    e2e.add_argument('--id-images', type=int, default=10000,
+                     help='e2e-test: ID images (over the config\'s classes)')
+    e2e.add_argument('--ood-images', type=int, default=5000,
+                     help='e2e-test: images of each of 4 OoD sets')
+    e2e.add_argument('--gen-workers', type=int, default=0,
+                     help='processes writing the JPEG tree (0: all cores)')
+    e2e.add_argument('--work-dir', help='the runner\'s work dir (default: '
+                     'a new temporary folder)')
+    e2e.add_argument('--no-synthetic', action='store_true',
+                     help='skip the synthetic figure of the same config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -402,7 +436,7 @@ def bench_mine(cfg, args, device):
 
 def main():
     args = parse_args()
-    if args.profile and args.mode == 'mine':
+    if args.profile and args.mode not in ('train', 'test'):
         raise SystemExit('--profile works with --mode train or test')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -416,8 +450,21 @@ def main():
         else 'cpu')
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32
-    bench = dict(train=bench_train, test=bench_test, mine=bench_mine)
-    result = bench[args.mode](cfg, args, device)
+    if args.mode.startswith('e2e-'):
+        from e2e_benchmark import bench_e2e
+        import copy
+        synthetic_cfg = copy.deepcopy(cfg)
+        result = bench_e2e(cfg, args, device, PROCESS_START)
+        if not args.no_synthetic:
+            args.no_reference = True
+            bench = bench_test if args.mode == 'e2e-test' else bench_train
+            result['synthetic'] = bench(synthetic_cfg, args, device)
+            result['e2e_vs_synthetic'] = (
+                result['images_per_s'] /
+                result['synthetic']['images_per_s'])
+    else:
+        bench = dict(train=bench_train, test=bench_test, mine=bench_mine)
+        result = bench[args.mode](cfg, args, device)
     ref = result.get('reference', {})
     if args.mode == 'mine':
         if ref:
