@@ -1,4 +1,5 @@
 """CLIP as an MMEngine model: CMA fine-tuning, zero-shot prediction, OoD."""
+import contextlib
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -67,8 +68,18 @@ class MultiModalClassifier(BaseModel):
             ResNet towers always run their own forward. Defaults to True.
         compile (bool | dict | str): ``torch.compile`` the image and text
             forwards (checkpoint keys unchanged); a dict is passed to
-            ``torch.compile`` as keyword arguments; ``'auto'`` compiles
-            when a GPU is available. Defaults to False.
+            ``torch.compile`` as keyword arguments. ``'auto'`` compiles the
+            training forwards when a GPU is available and runs testing and
+            mining eagerly: at test time the compilation (and its
+            recompilations for the last batch and the prompt lengths) cost
+            more than they save (docs/benchmarks.md). ``True`` or a dict
+            compile both. Defaults to False.
+        test_autocast (bool | str): encode test images under CUDA autocast
+            (bf16 where supported, else fp16) in :meth:`predict`, as the
+            published code runs CLIP's fp16 weights; prompt embeddings stay
+            fp32. ``'auto'``: when the inputs are on a GPU; ``True``: also
+            on the CPU (bf16); ``False``: fp32. Defaults to ``'auto'``
+            (docs/fidelity.md).
         data_preprocessor (dict, optional): defaults to
             :class:`~cma_ood.models.CLIPDataPreprocessor` (mmpretrain's
             ``ClsDataPreprocessor`` that keeps the labels on the host) with
@@ -91,6 +102,7 @@ class MultiModalClassifier(BaseModel):
                  truncate_text: bool = True,
                  fast_image_tower: bool = True,
                  compile: Union[bool, dict, str] = False,
+                 test_autocast: Union[bool, str] = 'auto',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
@@ -118,15 +130,21 @@ class MultiModalClassifier(BaseModel):
         self.truncate_text = truncate_text
         self.fast_image_tower = fast_image_tower and is_clip_vit(
             self.clip.visual)
-        self._image_forward = self._image_tower_forward
-        self._text_forward = self._truncated_text_forward
+        if test_autocast not in (True, False, 'auto'):
+            raise ValueError("test_autocast must be True, False or 'auto', "
+                             f'got {test_autocast!r}')
+        self.test_autocast = test_autocast
+        # eager and (if compiled) compiled forwards; see _forwards
+        self._eager = (self._image_tower_forward,
+                       self._truncated_text_forward)
+        self._compiled = None
+        self._compile_eval = compile is not False and compile != 'auto'
         if compile == 'auto':
             compile = torch.cuda.is_available()
         if compile:
             kwargs = compile if isinstance(compile, dict) else {}
-            self._image_forward = torch.compile(self._image_forward,
-                                                **kwargs)
-            self._text_forward = torch.compile(self._text_forward, **kwargs)
+            self._compiled = tuple(
+                torch.compile(f, **kwargs) for f in self._eager)
         self.freeze_image = freeze_image
         self.freeze_text = freeze_text
         self._freeze()
@@ -204,6 +222,20 @@ class MultiModalClassifier(BaseModel):
         if self.fast_image_tower:
             return encode_image_vit(self.clip.visual, images)
         return self.clip.encode_image(images)
+
+    def _forwards(self):
+        """(image, text) forwards: compiled in training, and at test time
+        only when compiling was asked for explicitly."""
+        if self._compiled is not None and (self.training
+                                           or self._compile_eval):
+            return self._compiled
+        return self._eager
+
+    def _image_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._forwards()[0](images)
+
+    def _text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._forwards()[1](tokens)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Raw image embeddings ``(B, D)`` of preprocessed images."""
@@ -355,8 +387,21 @@ class MultiModalClassifier(BaseModel):
                               tokens.shape[1])
         return self._text_forward(tokens[:, :length])
 
+    def _test_autocast(self, inputs: torch.Tensor):
+        """The autocast context of test-time image encoding."""
+        on_cuda = inputs.device.type == 'cuda'
+        enabled = not self.training and (self.test_autocast is True or (
+            self.test_autocast == 'auto' and on_cuda))
+        if not enabled:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if not on_cuda or \
+            torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(inputs.device.type, dtype=dtype)
+
     def _zero_shot_logits(self, inputs: torch.Tensor):
-        image_embeds = F.normalize(self.encode_image(inputs).float(), dim=-1)
+        with self._test_autocast(inputs):
+            image_embeds = self.encode_image(inputs)
+        image_embeds = F.normalize(image_embeds.float(), dim=-1)
         cos_sim = image_embeds @ self.class_embeddings().T
         return self.logit_scale() * cos_sim, cos_sim, image_embeds
 

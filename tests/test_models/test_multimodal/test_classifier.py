@@ -210,3 +210,51 @@ def test_any_loss_is_called_through_forward():
     out = model(data['inputs'], data['data_samples'], mode='loss')
     assert set(out) == {'loss', 'logit_scale'}
     torch.testing.assert_close(out['loss'], model.logit_scale()**2)
+
+
+def test_test_autocast_encodes_images_in_bf16_and_prompts_in_fp32():
+    """test_autocast=True: the image tower runs under bf16 autocast in
+    predict (the published code's half-precision CLIP), the prompt
+    embeddings stay fp32; 'auto' on the CPU and False are fp32."""
+    labels = [0, 1, 2, 3]
+    fp32 = make_model(test_autocast=False).eval()
+    inputs = batch(fp32, labels)['inputs']
+    want32 = fp32.predict(inputs)
+    auto = make_model().eval()  # 'auto': fp32 off the GPU
+    got = auto.predict(inputs)
+    for a, b in zip(got, want32):
+        assert torch.equal(a.pred_score, b.pred_score)
+    half = make_model(test_autocast=True).eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        image_embeds = F.normalize(half.encode_image(inputs).float(), dim=-1)
+    class_embeds = half.class_embeddings()
+    assert class_embeds.dtype == torch.float32
+    torch.testing.assert_close(class_embeds, fp32.class_embeddings())
+    probs = (half.logit_scale() * image_embeds @ class_embeds.T).softmax(-1)
+    got = half.predict(inputs)
+    torch.testing.assert_close(torch.stack([ds.pred_score for ds in got]),
+                               probs)
+    # bf16 changes the scores (a test that could not tell would be void)
+    assert not torch.equal(probs, torch.stack([d.pred_score
+                                               for d in want32]))
+    with pytest.raises(ValueError, match='test_autocast'):
+        make_model(test_autocast='bf16')
+
+
+def test_compile_auto_compiles_training_only(monkeypatch):
+    """compile='auto' on a GPU machine: compiled forwards in training,
+    eager ones at test time; compile=True: compiled in both."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    auto = make_model(compile='auto')
+    forced = make_model(compile=True)
+    off = make_model(compile=False)
+    assert auto._compiled is not None and off._compiled is None
+    auto.train(), forced.train()
+    assert auto._forwards() is auto._compiled
+    assert forced._forwards() is forced._compiled
+    auto.eval(), forced.eval(), off.eval()
+    assert auto._forwards() is auto._eager
+    assert forced._forwards() is forced._compiled
+    assert off._forwards() is off._eager
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert make_model(compile='auto')._compiled is None  # CPU: eager
