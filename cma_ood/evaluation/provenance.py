@@ -58,6 +58,12 @@ def utc_now_iso() -> str:
         timespec='seconds')
 
 
+#: distributions of modules whose name differs and that have no
+#: ``__version__`` (``importlib.metadata.packages_distributions`` finds
+#: them too, but reads every installed package's metadata: seconds)
+KNOWN_DISTRIBUTIONS = {'clip': ('openai-clip', 'clip')}
+
+
 def module_version(name: str) -> Optional[str]:
     """Version of the importable module ``name``: its ``__version__``, else
     the version of the distribution that provides it; ``None`` when it
@@ -69,7 +75,12 @@ def module_version(name: str) -> Optional[str]:
     version = getattr(module, '__version__', None)
     if version:
         return str(version)
-    for dist in importlib.metadata.packages_distributions().get(name, ()):
+
+    def candidates():  # the slow scan only when the direct names fail
+        yield from KNOWN_DISTRIBUTIONS.get(name, (name, ))
+        yield from importlib.metadata.packages_distributions().get(name, ())
+
+    for dist in candidates():
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

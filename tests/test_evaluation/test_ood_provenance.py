@@ -247,3 +247,22 @@ def test_hook_still_points_other_metrics_with_an_out_dir(tmp_path):
     OoDOutputHook().before_test(runner)
     assert other.out_dir == runner.log_dir
     assert not hasattr(other, 'defer_outputs')
+
+
+def test_versions_without_scanning_every_installed_package(monkeypatch):
+    """clip has no __version__: its version comes from the openai-clip
+    distribution, without importlib.metadata.packages_distributions (which
+    reads the metadata of every installed package: seconds per test run).
+    """
+    import importlib.metadata
+
+    from cma_ood.evaluation import provenance
+
+    def scan():
+        raise AssertionError('packages_distributions called')
+
+    monkeypatch.setattr(importlib.metadata, 'packages_distributions', scan)
+    versions = provenance.package_versions()
+    assert versions['clip'] == importlib.metadata.version('openai-clip')
+    assert versions['mmengine'] == importlib.metadata.version('mmengine')
+    assert provenance.module_version('no_such_module_xyz') is None
