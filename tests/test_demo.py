@@ -1,15 +1,24 @@
 """The README's demo: tools/train.py then tools/test.py on generated shapes.
 
-README states the ID accuracy the demo reaches (about 92%); this checks it
-with a margin, and that the OoD table with every OoD set is printed."""
+README states the band of ID accuracy that the demo reaches on any machine
+and thread count (docs/benchmarks.md, "CPU: the demo", has the
+measurements); the long test checks it, the short one that two runs of the
+demo's training on one machine give bit-identical weights."""
 import glob
 import json
 import os.path as osp
 
-from _helpers import DEMO_CONFIG, run_tool
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
 
-# README: "reaches about 92% ID top-1 accuracy"; chance is 1/6
-MIN_ACCURACY = 80.0
+from _helpers import DEMO_CONFIG, run_tool, small_cfg
+
+# README: "98-100% zero-shot ID top-1 accuracy on any machine and thread
+# count" (measured 98.33-100.00: docs/benchmarks.md, "CPU: the demo")
+ACCURACY_BAND = (98.0, 100.0)
+# README: near-OoD AUROC "84-94 (MSP)"
+MIN_NEAR_OOD_AUROC = 80.0
 
 
 def test_demo_trains_and_evaluates(tmp_path):
@@ -25,7 +34,38 @@ def test_demo_trains_and_evaluates(tmp_path):
     (report_path, ) = glob.glob(osp.join(work, '*', 'ood_results.json'))
     with open(report_path) as f:
         report = json.load(f)
-    assert report['id_accuracy_top1'] >= MIN_ACCURACY, report
-    # a model that learned the shapes separates unseen shapes better than
-    # chance with its zero-shot confidence
-    assert report['scores']['MSP']['unseen_shapes']['AUROC'] > 55
+    low, high = ACCURACY_BAND
+    assert low <= report['id_accuracy_top1'] <= high, report
+    # a model that learned the shapes separates unseen shapes well with
+    # its zero-shot confidence
+    assert report['scores']['MSP']['unseen_shapes'][
+        'AUROC'] > MIN_NEAR_OOD_AUROC
+
+
+def _train_briefly(work_dir, seed=0):
+    """One epoch of the demo's own training (RedrawShape, random crops, a
+    dataloader worker process, the seeded loop), shrunk to 6 iterations."""
+    cfg = small_cfg(work_dir, max_epochs=1, num_per_class=16,
+                    batch_size=16)
+    demo = Config.fromfile(DEMO_CONFIG)
+    loader = cfg.train_dataloader
+    loader.update(num_workers=1, persistent_workers=False)
+    loader.dataset.pipeline = demo.train_dataloader.dataset.pipeline
+    cfg.randomness = dict(seed=seed, deterministic=False)  # as the demo
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                        interval=100)  # no file
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return {k: v.detach().clone()
+            for k, v in runner.model.state_dict().items()}
+
+
+def test_demo_training_is_bit_identical_run_to_run(tmp_path):
+    first = _train_briefly(tmp_path / 'a')
+    second = _train_briefly(tmp_path / 'b')
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    # another seed gives other weights (the comparison can fail)
+    other = _train_briefly(tmp_path / 'c', seed=1)
+    assert any(not torch.equal(first[k], other[k]) for k in first)

@@ -3,6 +3,7 @@
 # noise (far-OoD). Nothing is downloaded or written to disk.
 img_size = 32
 train_pipeline = [
+    dict(type='RedrawShape'),  # a new drawing of the sample's shape
     dict(
         type='RandomResizedCrop',
         scale=img_size,
