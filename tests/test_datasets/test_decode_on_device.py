@@ -344,3 +344,22 @@ def test_subsampled_chroma_can_stay_on_the_cpu(tmp_path):
     with pytest.raises(ValueError, match="subsampled must be 'device'"):
         TRANSFORMS.build(dict(type='DecodeOnDevice', pipeline=pipeline,
                               subsampled='gpu'))
+
+
+def test_the_readme_switch_wraps_the_configs_pipeline(tmp_path):
+    """README "Speed": one line switches a test config to the GPU
+    pipeline, which wraps that config's own CPU pipeline."""
+    base = osp.join(REPO, 'configs', 'cma',
+                    'cma-neglabel_clip-vit-b16_4xb128_in1k-mos.py')
+    cfg_file = tmp_path / 'gpu.py'
+    cfg_file.write_text(
+        f'_base_ = [{base!r}]\n'
+        'test_dataloader = dict(dataset=dict('
+        'pipeline={{_base_.device_test_pipeline}}))\n')
+    cpu = Config.fromfile(base).test_dataloader
+    gpu = Config.fromfile(str(cfg_file)).test_dataloader
+    assert gpu.dataset.pipeline == [
+        dict(type='DecodeOnDevice', pipeline=cpu.dataset.pipeline)]
+    assert gpu.collate_fn == dict(type='stacked_collate')
+    assert TRANSFORMS.build(gpu.dataset.pipeline[0]).enabled == \
+        torch.cuda.is_available()

@@ -188,3 +188,22 @@ def test_e2e_train_mode_times_the_checkpoint(tmp_path):
     assert result['seconds_checkpoint_stall'] > 0
     assert 'synthetic' not in result
     assert (work / 'epoch_1.pth').is_file()
+
+
+def test_compare_pipelines_on_the_cpu(tmp_path):
+    """tools/analysis_tools/compare_pipelines.py: the device pipeline's
+    files (the JPEGs and the progressive one) and the CPU pipeline's (PNG,
+    greyscale, CMYK, rotated); on the CPU both decode with libjpeg-turbo,
+    so only the resizes' rounding differs."""
+    out = tmp_path / 'cmp.json'
+    run_tool(osp.join('tools', 'analysis_tools', 'compare_pipelines.py'),
+             '--num', '4', '--odd-files', '--arch', 'none', '--out',
+             str(out), env=dict(OMP_NUM_THREADS='1', TMPDIR=str(tmp_path)))
+    result = json.loads(out.read_text())
+    assert [r['pipeline'] for r in result['pipelines']] == [
+        'test_pipeline', 'test_pipeline_bilinear', 'train_pipeline']
+    for row in result['pipelines']:
+        assert row['files'] == 9 and row['decoded_on_device'] == 5
+        assert row['mean_abs_difference'] < 0.3
+        assert row['max_abs_difference'] <= 2
+        assert 'embedding_cosine_mean' not in row  # --arch none
