@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS, TRANSFORMS
+import PIL
 from PIL import Image
 
 from _helpers import REPO
@@ -23,6 +24,7 @@ from cma_ood.datasets.collate import pack_encoded
 from cma_ood.datasets.transforms import (PLAN_FIELDS, jpeg_header,
                                          plan_geometry)
 
+PIL_MAJOR = int(PIL.__version__.split('.')[0])
 PIPELINES = Config.fromfile(
     osp.join(REPO, 'configs', '_base_', 'datasets', 'pipelines', 'clip.py'))
 
@@ -238,12 +240,9 @@ def test_stacked_collate_packs_and_orders(files):
 
 PRE = dict(type='CLIPDataPreprocessor', mean=[0, 0, 0], std=[1, 1, 1],
            to_rgb=True)
-# The bound of the GPU path against the CPU pipeline, in grey levels (0-255):
-# the resize in two rounded passes, width first, matches Pillow's to
-# rounding (mean |difference| below 0.001 levels) except where Pillow >= 13
-# resizes the height first (images shrunk much more in height than in
-# width: about 0.22 levels mean there); the decoders (libjpeg-turbo here)
-# add nothing. Never more than 2 levels on a pixel.
+# The bound of the per-image torch resize (run_plans, used for OpenCV's
+# modes and checked against Pillow below), in grey levels (0-255); the
+# batched path (run_plans_batched, Pillow's modes) is exact.
 MEAN_BOUND, MAX_BOUND = 0.3, 2
 
 
@@ -261,6 +260,9 @@ def test_preprocessed_batch_matches_the_cpu_pipeline(files, name):
     assert got.shape == want.shape == (len(paths), 3, 224, 224)
     diff = (got - want).abs()
     assert diff.mean() < MEAN_BOUND and diff.max() <= MAX_BOUND
+    # Pillow's weights, its order of passes and its rounding: bit-identical
+    # with libjpeg-turbo decoding on both sides
+    assert torch.equal(got, want)
     assert torch.equal(got[-2:], want[-2:])  # the CPU-decoded ones
     # the wrong channel order would be far off (guards the BGR flip)
     assert (got.flip(1) - want).abs().mean() > 30 * MEAN_BOUND
@@ -363,3 +365,60 @@ def test_the_readme_switch_wraps_the_configs_pipeline(tmp_path):
     assert gpu.collate_fn == dict(type='stacked_collate')
     assert TRANSFORMS.build(gpu.dataset.pipeline[0]).enabled == \
         torch.cuda.is_available()
+
+
+def test_pseudo_collated_gpu_batches_are_refused(files):
+    """A DecodeOnDevice batch collated by MMEngine's pseudo_collate (the
+    default when a config does not set stacked_collate) is an error saying
+    what to set."""
+    _, b = _both(PIPELINES['test_pipeline'], files[0][:2])
+    pre = MODELS.build(PRE)
+    with pytest.raises(ValueError, match="collate_fn=dict.*stacked_collate"):
+        pre(pseudo_collate(b))
+
+
+def test_batched_plans_are_pillows_resize():
+    """run_plans_batched (Pillow's weights as matrix products) against
+    Pillow on random images, sizes and plans: crops, up- and downscaling,
+    a centre crop of the resized image and flips; modes OpenCV resizes
+    with go through run_plans."""
+    from cma_ood.models.utils.device_decode import (
+        pillow_resizes_height_first, run_plans, run_plans_batched)
+    rng = np.random.default_rng(4)
+    for mode, filt in ((0, Image.BILINEAR), (1, Image.BICUBIC)):
+        images, plans, want = [], [], []
+        for _ in range(16):
+            h, w = (int(v) for v in rng.integers(20, 90, 2))
+            img = rng.integers(0, 256, (h, w, 3), np.uint8)
+            h0, w0 = int(rng.integers(10, h + 1)), int(rng.integers(10, w + 1))
+            y0, x0 = int(rng.integers(0, h - h0 + 1)), int(
+                rng.integers(0, w - w0 + 1))
+            # independent factors: both of Pillow's orders of passes
+            out_h = max(int(h0 * rng.uniform(0.3, 2.0)), 16)
+            out_w = max(int(w0 * rng.uniform(0.3, 2.0)), 16)
+            y1, x1 = int(rng.integers(0, out_h - 16 + 1)), int(
+                rng.integers(0, out_w - 16 + 1))
+            flip = int(rng.integers(0, 2))
+            crop = Image.fromarray(img[y0:y0 + h0, x0:x0 + w0])
+            ref = np.asarray(crop.resize((out_w, out_h), filt))
+            ref = ref[y1:y1 + 16, x1:x1 + 16]
+            want.append(ref[:, ::-1] if flip else ref)
+            images.append(torch.from_numpy(img).permute(2, 0, 1))
+            plans.append([y0, x0, h0, w0, out_h, out_w, mode, y1, x1, 16, 16,
+                          flip])
+        got = run_plans_batched(images, torch.tensor(plans))
+        want = torch.from_numpy(np.stack(want)).permute(0, 3, 1, 2)
+        assert torch.equal(got, want), mode
+        orders = {pillow_resizes_height_first(*p[2:6]) for p in plans}
+        if PIL_MAJOR >= 13:
+            assert orders == {False, True}  # both orders were exercised
+    # padded in groups of similar size (here at most 3 x 90 x 90 values
+    # each, so several groups): the same result
+    assert torch.equal(
+        run_plans_batched(images, torch.tensor(plans),
+                          max_elements=3 * 90 * 90), got)
+    # OpenCV's modes take the per-image path
+    plans[0][6] = 3
+    assert torch.equal(
+        run_plans_batched(images, torch.tensor(plans)),
+        run_plans(images, torch.tensor(plans)))

@@ -53,6 +53,11 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
         """Replace ``encoded`` files by the decoded batch ``inputs``."""
         data = dict(data)
         encoded = data.pop('encoded')
+        if not isinstance(encoded, dict) or 'positions' not in encoded:
+            raise ValueError(
+                'CLIPDataPreprocessor: a DecodeOnDevice batch that '
+                "stacked_collate did not collate; set the dataloader's "
+                "collate_fn=dict(type='stacked_collate')")
         samples = data['data_samples']
         positions = encoded['positions'].tolist()
         names = [samples[i].metainfo.get('img_path', f'sample {i}')
