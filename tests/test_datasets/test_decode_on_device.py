@@ -422,3 +422,35 @@ def test_batched_plans_are_pillows_resize():
     assert torch.equal(
         run_plans_batched(images, torch.tensor(plans)),
         run_plans(images, torch.tensor(plans)))
+
+
+def test_pillows_order_of_passes_is_predicted():
+    """pillow_resizes_height_first names the order in which the installed
+    Pillow resizes (each pass rounded to uint8, so the order shows in the
+    result), on random sizes where the two orders give different images."""
+    from cma_ood.models.utils.device_decode import \
+        pillow_resizes_height_first
+
+    def two_passes(img, size, height_first):
+        (h, w), (oh, ow) = img.shape[:2], size
+        step = (w, oh) if height_first else (ow, h)
+        mid = Image.fromarray(img).resize(step, Image.BICUBIC)
+        return np.asarray(mid.resize((ow, oh), Image.BICUBIC))
+
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(300):
+        h, w, oh, ow = (int(v) for v in rng.integers(12, 120, 4))
+        if oh == h or ow == w:
+            continue
+        img = rng.integers(0, 256, (h, w, 3), np.uint8)
+        want = np.asarray(Image.fromarray(img).resize((ow, oh),
+                                                      Image.BICUBIC))
+        by_order = {first: np.array_equal(two_passes(img, (oh, ow), first),
+                                          want) for first in (False, True)}
+        if by_order[False] == by_order[True]:
+            continue  # the order does not show
+        predicted = pillow_resizes_height_first(h, w, oh, ow)
+        assert by_order[predicted], (h, w, oh, ow)
+        seen.add(predicted)
+    assert seen == ({False, True} if PIL_MAJOR >= 13 else {False})
