@@ -63,9 +63,11 @@ class ProgressHook(Hook):
             self._start = self._last = now
         # data samples, not inputs: a DecodeOnDevice batch may have no
         # decoded inputs at all
-        batch = data_batch or {}
-        self._images += len(batch.get('data_samples', None)
-                            or batch.get('inputs', ()))
+        batch = data_batch if isinstance(data_batch, dict) else {}
+        samples = batch.get('data_samples')
+        if samples is None:
+            samples = batch.get('inputs', ())
+        self._images += len(samples)
         done, total = batch_idx + 1, len(loader)
         if now - self._last >= self.interval_s or done == total:
             self._last = now
