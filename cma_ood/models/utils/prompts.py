@@ -1,15 +1,27 @@
 """Class names and prompt templates of the zero-shot classifier."""
 from typing import List, Optional, Sequence, Union
 
-from mmpretrain.datasets.categories import IMAGENET_SIMPLE_CATEGORIES
+from mmpretrain.datasets.categories import (CIFAR10_CATEGORIES,
+                                            CIFAR100_CATEGORIES,
+                                            IMAGENET_SIMPLE_CATEGORIES)
 
 from .zero_shot import imagenet_first_synonyms
 
+
+def _spaced(names):
+    """Class names as words: mmpretrain's CIFAR-100 names join words with
+    ``'_'`` (``'maple_tree'``), which CLIP's prompts spell with spaces."""
+    return [name.replace('_', ' ') for name in names]
+
+
 #: class-name lists by name (``model.classnames='imagenet'``): mmpretrain's
-#: CLIP-style ImageNet names, or PLP's first synonyms of its ImageNet names
+#: CLIP-style ImageNet names, or PLP's first synonyms of its ImageNet names;
+#: mmpretrain's CIFAR-10 / CIFAR-100 names in its label order, with spaces
 CLASSNAME_ALIASES = {
     'imagenet': lambda: list(IMAGENET_SIMPLE_CATEGORIES),
     'imagenet_first_synonym': imagenet_first_synonyms,
+    'cifar10': lambda: _spaced(CIFAR10_CATEGORIES),
+    'cifar100': lambda: _spaced(CIFAR100_CATEGORIES),
 }
 
 

@@ -49,6 +49,10 @@ test_pipeline_bilinear = [
     dict(test_pipeline[1], interpolation='bilinear'),
     *test_pipeline[2:],
 ]
+# the test pipelines for datasets that hold decoded images (CIFAR10 and
+# CIFAR100 of mmpretrain: RGB arrays in memory, no file to load)
+loaded_test_pipeline = test_pipeline[1:]
+loaded_test_pipeline_bilinear = test_pipeline_bilinear[1:]
 device_train_pipeline = [dict(type='DecodeOnDevice', pipeline=train_pipeline)]
 device_test_pipeline = [dict(type='DecodeOnDevice', pipeline=test_pipeline)]
 device_test_pipeline_bilinear = [
