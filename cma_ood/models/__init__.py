@@ -2,12 +2,15 @@
 
 * :mod:`.multimodal`: ``MultiModalClassifier`` (CLIP), the CLIP builder and
   the fast towers;
+* :mod:`.classifiers`: ``OoDImageClassifier`` (any mmpretrain classifier
+  scored by its logits: the classifier baselines);
 * :mod:`.losses`: ``CMALoss``;
 * :mod:`.ood_scorers`: the OoD scorers and, in ``ood_scorers.functional``,
   the pure score functions;
 * :mod:`.probes`: ``LinearProbe``;
 * :mod:`.utils`: data preprocessor, prompts, zero-shot ensembles, checks.
 """
+from .classifiers import OoDImageClassifier
 from .losses import CMALoss, cma_loss
 from .multimodal import (MultiModalClassifier, build_clip,
                          encode_image_features, image_feature_dim,
@@ -36,5 +39,5 @@ __all__ = [
     'pseudo_labels', 'zero_shot_ensemble_weights', 'KNNScorer',
     'MahalanobisScorer', 'ProbeScorer', 'LinearProbe', 'CLIPDataPreprocessor',
     'encode_image_features', 'image_feature_dim', 'feature_stats',
-    'imagenet_first_synonyms', 'normalize_features'
+    'imagenet_first_synonyms', 'normalize_features', 'OoDImageClassifier'
 ]

@@ -41,6 +41,10 @@ def test_config_loads_and_builds(path):
     model = MODELS.build(model_cfg)
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
+    elif model_cfg.type == 'OoDImageClassifier':
+        # an ImageNet classifier with mmpretrain's test preprocessing
+        assert model.head.num_classes == 1000 and _crop_size(cfg) == 224
+        assert cfg.data_preprocessor.to_rgb is True
     else:
         # a probe on cached features (configs/plp, configs/linear-probe):
         # its input size is the size of the (by default pre-projection)

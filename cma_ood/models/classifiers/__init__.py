@@ -1,0 +1,3 @@
+from .ood_image_classifier import OoDImageClassifier
+
+__all__ = ['OoDImageClassifier']
