@@ -1,6 +1,7 @@
-"""The CIFAR benchmarks (configs/_base_/datasets/cifar_ood.py) and the MCM
-configs on them, run on generated files in CIFAR's own format through
-mmpretrain's CIFAR10 / CIFAR100 datasets."""
+"""OoD benchmarks beyond MOS: the CIFAR benchmarks
+(configs/_base_/datasets/cifar_ood.py) and the MCM configs on them, run on
+generated files in CIFAR's own format through mmpretrain's CIFAR10 /
+CIFAR100 datasets; the PLP study's six ImageNet-1k OoD sets."""
 import os.path as osp
 import pickle
 
@@ -92,3 +93,36 @@ def test_mcm_on_the_cifar_benchmarks(tmp_path, cifar_roots, id_set,
     std = torch.tensor(cfg.data_preprocessor.std).view(3, 1, 1)
     torch.testing.assert_close(inputs,
                                (sample['inputs'].float() - mean) / std)
+
+
+def test_plp_ood_sets_extend_the_mos_benchmark(tmp_path):
+    """The PLP study's six ImageNet-1k OoD sets (its get_ood('IN1K')): the
+    MOS four plus ImageNet-O and NINCO, recursive folders, PLP's metric
+    convention; the dataset builds on such folders."""
+    from mmpretrain.registry import DATASETS
+    from PIL import Image
+    cfg = Config.fromfile(osp.join(
+        REPO, 'configs', 'plp', 'baselines_clip-vit-b16_1xb256_in1k-plp.py'))
+    sets = cfg.test_dataloader.dataset.ood_datasets
+    assert sorted(sets) == sorted(['iNaturalist', 'SUN', 'Places',
+                                   'ImageNet-O', 'Textures', 'NINCO'])
+    assert cfg.test_evaluator.protocol == 'cma'
+    mos = Config.fromfile(osp.join(
+        REPO, 'configs', 'plp', 'baselines_clip-vit-b16_1xb256_in1k-mos.py'))
+    assert cfg.model.ood_scorers == mos.model.ood_scorers  # same scores
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(['ID/c0', 'ID/c1', *sets]):
+        folder = tmp_path / name / 'sub'
+        folder.mkdir(parents=True)
+        for j in range(i + 1):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(
+                folder / f'{j}.jpg')
+    dataset = cfg.test_dataloader.dataset
+    dataset.id_dataset = dict(type='CustomDataset',
+                              data_root=str(tmp_path / 'ID'))
+    for name in sets:
+        sets[name].data_root = str(tmp_path / name)
+    built = DATASETS.build(dataset)
+    sizes = built.source_sizes()
+    assert sizes['ImageNet-O'] == 2 + list(sets).index('ImageNet-O') + 1
+    assert sizes['NINCO'] == 2 + list(sets).index('NINCO') + 1
