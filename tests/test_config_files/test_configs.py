@@ -42,9 +42,13 @@ def test_config_loads_and_builds(path):
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
     elif model_cfg.type == 'OoDImageClassifier':
-        # an ImageNet classifier with mmpretrain's test preprocessing
-        assert model.head.num_classes == 1000 and _crop_size(cfg) == 224
-        assert cfg.data_preprocessor.to_rgb is True
+        # a classifier of the ID classes with mmpretrain's preprocessing:
+        # BGR files flipped to RGB, CIFAR's RGB arrays not
+        id_type = cfg.test_dataloader.dataset.id_dataset.type
+        classes, to_rgb = dict(ImageNet=(1000, True), CIFAR10=(10, False),
+                               CIFAR100=(100, False))[id_type]
+        assert model.head.num_classes == classes
+        assert cfg.data_preprocessor.to_rgb is to_rgb
     else:
         # a probe on cached features (configs/plp, configs/linear-probe):
         # its input size is the size of the (by default pre-projection)
