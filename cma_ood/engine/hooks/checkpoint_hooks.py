@@ -72,15 +72,18 @@ class AsyncCheckpointError(RuntimeError):
 
 
 #: background checkpoint writes of this process that have not finished
-_WRITES_IN_FLIGHT: Set[threading.Thread] = set()
+#: name prefix of the background writer threads (found again through
+#: ``threading.enumerate``, so that no registry of them is kept)
+WRITER_THREAD_PREFIX = 'cma_ood-checkpoint-writer:'
 
 
 def wait_for_checkpoint_writes() -> None:
     """Wait until every checkpoint that an :class:`AtomicCheckpointHook` of
     this process is writing in the background is complete (or failed: the
     hook raises that error itself)."""
-    for thread in list(_WRITES_IN_FLIGHT):
-        thread.join()
+    for thread in threading.enumerate():
+        if thread.name.startswith(WRITER_THREAD_PREFIX):
+            thread.join()
 
 
 def _leaves(obj: Any):
@@ -370,9 +373,8 @@ class AtomicCheckpointHook(CheckpointHook):
         thread = threading.Thread(
             target=self._write,
             args=([snapshot], filepath, pointer),
-            name=filepath)
+            name=WRITER_THREAD_PREFIX + filepath)
         self._writer = thread
-        _WRITES_IN_FLIGHT.add(thread)
         thread.start()
 
     def _write(self, box: list, filepath: str, pointer: str) -> None:
@@ -395,8 +397,6 @@ class AtomicCheckpointHook(CheckpointHook):
             print_log(
                 f'Checkpoint {filepath} written in the background in '
                 f'{time.perf_counter() - start:.1f} s', logger='current')
-        finally:
-            _WRITES_IN_FLIGHT.discard(threading.current_thread())
 
     def wait_for_save(self) -> None:
         """Wait for the checkpoint being written in the background, if any.
@@ -407,7 +407,8 @@ class AtomicCheckpointHook(CheckpointHook):
         """
         writer, self._writer = self._writer, None
         if writer is not None and writer.is_alive():
-            print_log(f'Waiting for the background write of {writer.name}',
+            print_log('Waiting for the background write of '
+                      f'{writer.name[len(WRITER_THREAD_PREFIX):]}',
                       logger='current')
             writer.join()
         if self._writer_error is not None:
