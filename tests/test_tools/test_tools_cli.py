@@ -50,8 +50,13 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
             'train_dataloader.num_workers=0',
             'train_dataloader.persistent_workers=False',
             'default_hooks.logger.interval=1']
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child even where the tests themselves
+    # run with SIGINT ignored (a background job of a shell without job
+    # control), which the child would otherwise inherit
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     try:
         # wait until it trains (a log line of the first iterations)
