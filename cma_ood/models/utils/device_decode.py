@@ -119,6 +119,22 @@ def resize_uint8(images: torch.Tensor, size: Sequence[int],
     return images
 
 
+def _check_plans(images: Sequence[torch.Tensor], rows: list):
+    """The common output size ``(h1, w1)`` of the plans ``rows``; raises
+    if they end in several sizes or a crop exceeds its decoded image."""
+    out_sizes = {(r[9], r[10]) for r in rows}
+    if len(out_sizes) != 1:
+        raise ValueError('DecodeOnDevice: the images of a batch must end in '
+                         f'one size, got {sorted(out_sizes)}')
+    for img, r in zip(images, rows):
+        if r[0] + r[2] > img.shape[1] or r[1] + r[3] > img.shape[2]:
+            raise ValueError(
+                f'DecodeOnDevice: the crop {r[:4]} exceeds the decoded image '
+                f'{tuple(img.shape[1:])}: the file header and its data '
+                'disagree')
+    return out_sizes.pop()
+
+
 def run_plans(images: Sequence[torch.Tensor],
               plans: torch.Tensor) -> torch.Tensor:
     """Apply ``plans`` (int64 ``(N, 12)``) to decoded ``images``.
@@ -129,23 +145,13 @@ def run_plans(images: Sequence[torch.Tensor],
         uint8 ``(N, 3, h1, w1)`` RGB.
     """
     rows = plans.tolist()
-    out_sizes = {(r[9], r[10]) for r in rows}
-    if len(out_sizes) != 1:
-        raise ValueError('DecodeOnDevice: the images of a batch must end in '
-                         f'one size, got {sorted(out_sizes)}')
-    (h1, w1), = out_sizes
+    h1, w1 = _check_plans(images, rows)
     device = images[0].device
     out = torch.empty((len(rows), 3, h1, w1), dtype=torch.uint8,
                       device=device)
     groups = defaultdict(list)  # same crop size, resize and input size
-    for i, (img, r) in enumerate(zip(images, rows)):
-        y0, x0, h0, w0 = r[:4]
-        if y0 + h0 > img.shape[1] or x0 + w0 > img.shape[2]:
-            raise ValueError(
-                f'DecodeOnDevice: the crop {r[:4]} exceeds the decoded image '
-                f'{tuple(img.shape[1:])}: the file header and its data '
-                'disagree')
-        groups[(h0, w0, r[4], r[5], r[6])].append(i)
+    for i, r in enumerate(rows):
+        groups[(r[2], r[3], r[4], r[5], r[6])].append(i)
     for (h0, w0, out_h, out_w, mode), idx in groups.items():
         crops = torch.stack([
             images[i][:, rows[i][0]:rows[i][0] + h0,
@@ -258,22 +264,12 @@ def run_plans_batched(images: Sequence[torch.Tensor],
         uint8 ``(N, 3, h1, w1)`` RGB.
     """
     rows = plans.tolist()
-    out_sizes = {(r[9], r[10]) for r in rows}
     modes = {r[6] for r in rows if (r[4], r[5]) != (r[2], r[3])}
-    if len(out_sizes) != 1:
-        raise ValueError('DecodeOnDevice: the images of a batch must end in '
-                         f'one size, got {sorted(out_sizes)}')
     if not modes <= set(_PIL_SUPPORT) or len(modes) > 1:
         return run_plans(images, plans)
+    h1, w1 = _check_plans(images, rows)
     mode = modes.pop() if modes else 0
-    (h1, w1), = out_sizes
     device = images[0].device
-    for img, r in zip(images, rows):
-        if r[0] + r[2] > img.shape[1] or r[1] + r[3] > img.shape[2]:
-            raise ValueError(
-                f'DecodeOnDevice: the crop {r[:4]} exceeds the decoded image '
-                f'{tuple(img.shape[1:])}: the file header and its data '
-                'disagree')
     out = torch.empty((len(rows), 3, h1, w1), dtype=torch.uint8,
                       device=device)
     order = sorted(range(len(images)),
