@@ -14,13 +14,8 @@ _base_ = [
     'mmpretrain::_base_/schedules/cifar10_bs128.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(
-    type='OoDImageClassifier',
-    ood_scorers=[
-        dict(type='MSPScorer'),
-        dict(type='MaxLogitScorer'),
-        dict(type='EnergyScorer'),  # T = 1
-    ])
+# OoDImageClassifier's default scorers: MSP, max-logit and energy (T = 1)
+model = dict(type='OoDImageClassifier')
 # the OoD test: CIFAR-10's test split (ID) and CIFAR-100's (OoD), through
 # mmpretrain's test pipeline of the recipe (the 32x32 images as they are)
 test_dataloader = dict(

@@ -16,13 +16,8 @@ _base_ = [
     '../_base_/datasets/imagenet_ood_mos.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(
-    type='OoDImageClassifier',
-    ood_scorers=[
-        dict(type='MSPScorer'),
-        dict(type='MaxLogitScorer'),
-        dict(type='EnergyScorer'),  # T = 1
-    ])
+# OoDImageClassifier's default scorers: MSP, max-logit and energy (T = 1)
+model = dict(type='OoDImageClassifier')
 # mmpretrain's ImageNet normalisation (taken by the model, which sets none)
 data_preprocessor = dict(
     num_classes=1000,
