@@ -18,7 +18,7 @@ upsamples subsampled chroma differently from libjpeg-turbo).
 """
 import warnings
 from collections import defaultdict
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import mmcv
 import numpy as np
@@ -336,8 +336,7 @@ def _resize_group(images, p, rows, mode, h1, w1, height, width):
 
 def decode_batch(encoded: dict,
                  device: torch.device,
-                 names: Optional[Sequence[str]] = None,
-                 decode: Callable = decode_files) -> torch.Tensor:
+                 names: Optional[Sequence[str]] = None) -> torch.Tensor:
     """Decode and transform the files of a ``stacked_collate`` ``encoded``
     entry on ``device``.
 
@@ -347,5 +346,5 @@ def decode_batch(encoded: dict,
     """
     data, offsets = encoded['data'], encoded['offsets'].tolist()
     buffers = [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    images = decode(buffers, device, names)
+    images = decode_files(buffers, device, names)
     return run_plans_batched(images, encoded['plans'])
