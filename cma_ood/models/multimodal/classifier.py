@@ -10,7 +10,7 @@ from mmengine.utils import ProgressBar
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..ood_scorers.base import ScorerContext
+from ..ood_scorers.base import ScorerContext, ScorerOutput
 from ..utils.fingerprint import image_tower_sha256, text_tower_sha256
 from ..utils.prompts import check_template, resolve_classnames
 from .clip_builder import build_clip, cached_tokenize, tokenize
@@ -36,7 +36,11 @@ class MultiModalClassifier(BaseModel):
       (``pred_score`` = softmax of ``logit_scale * cos``, ``pred_label``)
       and one score per configured OoD scorer in
       ``DataSample.ood_scores[name]`` (a Python float, higher = more
-      in-distribution).
+      in-distribution; a scorer returning a
+      :class:`~cma_ood.models.ood_scorers.ScorerOutput` adds its variants
+      as ``ood_scores[name + suffix]`` and its per-image details as
+      ``ood_details[name]``), and ``pred_cos``, the cosine of the top-1
+      class.
     * ``tensor``: the zero-shot logits ``logit_scale * cos``, ``(B, C)``.
 
     Args:
@@ -432,22 +436,40 @@ class MultiModalClassifier(BaseModel):
         self.prepare_scorers(validating=self._validating)
         logits, cos_sim, image_embeds = self._zero_shot_logits(inputs)
         scale = self.logit_scale()
-        scores = {
-            s.name: s(image_embeds, cos_sim, scale).float()
-            for s in scorers
-        }
+        scores, details = {}, {}
+        for scorer in scorers:
+            out = scorer(image_embeds, cos_sim, scale)
+            if not isinstance(out, ScorerOutput):
+                out = ScorerOutput(out)
+            scores[scorer.name] = out.score.float()
+            for suffix, variant in out.variants.items():
+                scores[scorer.name + suffix] = variant.float()
+            if out.per_image:
+                details[scorer.name] = {
+                    key: value.cpu() if torch.is_tensor(value) else value
+                    for key, value in out.per_image.items()
+                }
         probs = logits.float().softmax(dim=-1)
         # one device-to-host copy per batch and per-image views made by
         # unbind: the Python loop below is the only per-image work
         names = list(scores)
-        probs, labels, score_mat = (t.cpu() for t in (
-            probs, probs.argmax(dim=-1, keepdim=True),
+        top_cos, labels = cos_sim.float().max(dim=-1, keepdim=True)
+        probs, labels, top_cos, score_mat = (t.cpu() for t in (
+            probs, labels, top_cos,
             torch.stack([scores[n] for n in names], dim=1)
             if names else probs.new_zeros(len(probs), 0)))
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
-        for ds, prob, label, row in zip(data_samples, probs.unbind(0),
-                                        labels.unbind(0), score_mat.tolist()):
+        for i, (ds, prob, label, cos, row) in enumerate(
+                zip(data_samples, probs.unbind(0), labels.unbind(0),
+                    top_cos.view(-1).tolist(), score_mat.tolist())):
             ds.set_pred_score(prob).set_pred_label(label)
+            ds.pred_cos = cos
             ds.ood_scores = dict(zip(names, row))
+            if details:
+                ds.ood_details = {
+                    name: {key: value[i]
+                           for key, value in per_image.items()}
+                    for name, per_image in details.items()
+                }
         return data_samples

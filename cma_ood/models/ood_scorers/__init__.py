@@ -2,14 +2,14 @@
 :mod:`.functional` to configs. One room per family: ``logit`` (MCM, MSP,
 max-logit, energy), ``neglabel``, ``feature`` (Mahalanobis, kNN), ``probe``
 (scores of a linear probe's logits); the contract is in ``base``."""
-from .base import BaseOoDScorer, ScorerContext
+from .base import BaseOoDScorer, ScorerContext, ScorerOutput
 from .feature import KNNScorer, MahalanobisScorer
 from .logit import EnergyScorer, MaxLogitScorer, MCMScorer, MSPScorer
 from .neglabel import NegLabelScorer
 from .probe import ProbeScorer
 
 __all__ = [
-    'BaseOoDScorer', 'ScorerContext', 'KNNScorer', 'MahalanobisScorer',
+    'BaseOoDScorer', 'ScorerContext', 'ScorerOutput', 'KNNScorer', 'MahalanobisScorer',
     'EnergyScorer', 'MaxLogitScorer', 'MCMScorer', 'MSPScorer',
     'NegLabelScorer', 'ProbeScorer'
 ]

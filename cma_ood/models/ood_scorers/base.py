@@ -8,7 +8,7 @@ to :meth:`BaseOoDScorer.prepare` whenever the weights changed; scorers
 never reach into the classifier itself.
 """
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -63,6 +63,28 @@ class ScorerContext:
         return 0 if self.classnames is None else len(self.classnames)
 
 
+@dataclass
+class ScorerOutput:
+    """What a scorer may return instead of a plain ``(B,)`` score tensor.
+
+    Attributes:
+        score: ``(B,)`` the score (higher = more in-distribution), stored as
+            ``DataSample.ood_scores[name]``.
+        variants: ``suffix -> (B,)`` further scores of the same scorer,
+            stored as ``ood_scores[name + suffix]``; seeded scorers use
+            ``'@seed=<s>'`` for the repeats of their seeded part
+            (:class:`~cma_ood.evaluation.OoDMetric` reports their spread).
+        per_image: ``key -> (B, ...)`` tensor or length-``B`` list of
+            per-image details (e.g. ``'top_negatives'``: the negative
+            labels an image matched best), stored as
+            ``DataSample.ood_details[name][key]`` (tensor rows on the CPU).
+    """
+    score: torch.Tensor
+    variants: Dict[str, torch.Tensor] = field(default_factory=dict)
+    per_image: Dict[str, Union[torch.Tensor, Sequence]] = field(
+        default_factory=dict)
+
+
 class BaseOoDScorer(nn.Module):
     """Base class of OoD scorers.
 
@@ -96,5 +118,6 @@ class BaseOoDScorer(nn.Module):
                 logit_scale: torch.Tensor) -> torch.Tensor:
         """Scores ``(B,)`` from ``image_embeds`` ``(B, D)`` (normalised),
         ``cos_sim`` ``(B, C)`` to the ID prompts and the model's
-        exponentiated ``logit_scale``."""
+        exponentiated ``logit_scale``; or a :class:`ScorerOutput` with
+        score variants and per-image details."""
         raise NotImplementedError

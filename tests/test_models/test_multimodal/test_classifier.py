@@ -2,10 +2,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import cma_ood  # noqa: F401  (registers components)
 from cma_ood.models import MultiModalClassifier, cma_loss
+from cma_ood.models.ood_scorers import BaseOoDScorer, ScorerOutput
 from cma_ood.models.multimodal.clip_builder import tokenize
 
 CLASSES = ['circle', 'square', 'triangle', 'star']
@@ -136,6 +138,44 @@ def test_predict_and_tensor_modes_match_zero_shot_formulas():
                                    rtol=1e-5, atol=1e-5)
         energy = 2.0 * torch.logsumexp(scale * cos[i] / 2.0, dim=0)
         torch.testing.assert_close(s['Energy'], energy, rtol=1e-5, atol=1e-5)
+        assert ds.pred_cos == pytest.approx(float(cos[i].max()), abs=1e-5)
+        assert not hasattr(ds, 'ood_details')
+
+
+@MODELS.register_module(force=True)
+class _VariantScorer(BaseOoDScorer):
+    """A test scorer returning a ScorerOutput: score = max cos, a variant
+    = min cos, per-image details = the argmin class and the embedding."""
+    default_name = 'variant_test'
+
+    def forward(self, image_embeds, cos_sim, logit_scale):
+        return ScorerOutput(
+            cos_sim.max(dim=-1).values,
+            variants={'@seed=1': cos_sim.min(dim=-1).values},
+            per_image=dict(
+                worst=[CLASSES[j] for j in cos_sim.argmin(dim=-1).tolist()],
+                embedding=image_embeds))
+
+
+def test_scorer_output_variants_and_details_reach_the_data_samples():
+    model = make_model(ood_scorers=[
+        dict(type='_VariantScorer'), dict(type='MSPScorer')]).eval()
+    data = batch(model, [0, 1, 2], seed=4)
+    results = model(data['inputs'], data['data_samples'], mode='predict')
+    with torch.no_grad():
+        _, cos, embeds = model._zero_shot_logits(data['inputs'])
+    for i, ds in enumerate(results):
+        assert list(ds.ood_scores) == [
+            'variant_test', 'variant_test@seed=1', 'MSP']
+        assert ds.ood_scores['variant_test'] == pytest.approx(
+            float(cos[i].max()), abs=1e-6)
+        assert ds.ood_scores['variant_test@seed=1'] == pytest.approx(
+            float(cos[i].min()), abs=1e-6)
+        assert set(ds.ood_details) == {'variant_test'}
+        details = ds.ood_details['variant_test']
+        assert details['worst'] == CLASSES[int(cos[i].argmin())]
+        assert details['embedding'].device.type == 'cpu'
+        torch.testing.assert_close(details['embedding'], embeds[i])
 
 
 def test_class_embedding_cache_follows_weights():
