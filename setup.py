@@ -85,6 +85,10 @@ if __name__ == '__main__':
         extras_require=dict(
             tests=read_requirements('tests.txt'),
             # TensorboardVisBackend (README "Logging to TensorBoard")
-            tensorboard=read_requirements('tensorboard.txt')),
+            tensorboard=read_requirements('tensorboard.txt'),
+            # model.arch='open_clip:...' (docs/backbones.md)
+            open_clip=read_requirements('open_clip.txt'),
+            # timm backbones as feature extractors (docs/backbones.md)
+            timm=read_requirements('timm.txt')),
         zip_safe=False,
     )

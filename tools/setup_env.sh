@@ -38,7 +38,7 @@ torch_size_class() {
 plan() {
     echo "cma_ood setup: virtualenv $VENV (python: $PYTHON)"
     echo "  torch: $TORCH_SPEC -- $(torch_size_class)"
-    echo "  then: cma_ood (editable) with requirements/runtime.txt and tests.txt: mmpretrain, mmengine, mmcv-lite, openai-clip, scikit-learn, ... (about 1 GB)"
+    echo "  then: cma_ood (editable) with requirements/runtime.txt and tests.txt: mmpretrain, mmengine, mmcv-lite, openai-clip, scikit-learn, open_clip_torch and timm (the tests cover both optional backbone sources), ... (about 1 GB)"
 }
 
 "$PYTHON" - <<'PY' || { echo "cma_ood needs Python >= 3.10" >&2; exit 1; }

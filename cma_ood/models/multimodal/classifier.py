@@ -13,7 +13,9 @@ from mmpretrain.structures import DataSample
 from ..ood_scorers.base import ScorerContext, ScorerOutput
 from ..utils.fingerprint import image_tower_sha256, text_tower_sha256
 from ..utils.prompts import check_template, resolve_classnames
-from .clip_builder import build_clip, cached_tokenize, tokenize
+from .clip_builder import build_clip, build_tokenizer, cached_tokenize
+from .clip_parts import clip_embed_dim, text_tower_parameters
+from .open_clip_builder import is_open_clip_arch
 from .clip_text import encode_text_truncated, round_length, text_length
 from .clip_vision import encode_image_vit, is_clip_vit
 
@@ -44,11 +46,15 @@ class MultiModalClassifier(BaseModel):
     * ``tensor``: the zero-shot logits ``logit_scale * cos``, ``(B, C)``.
 
     Args:
-        arch (str): CLIP architecture, see
-            :func:`cma_ood.models.clip_builder.list_clip_archs`.
+        arch (str): CLIP architecture: an openai-clip name, see
+            :func:`cma_ood.models.clip_builder.list_clip_archs`, or an
+            open_clip model ``'open_clip:MODEL[/TAG]'`` (e.g.
+            ``'open_clip:ViT-L-14/laion2b_s32b_b82k'``, see
+            :mod:`cma_ood.models.multimodal.open_clip_builder`), which
+            brings its own tokenizer.
         pretrained (str, optional): ``None``, ``'openai'`` or a weights
             file, see :func:`cma_ood.models.clip_builder.build_clip`.
-        download_root (str, optional): cache dir for OpenAI downloads.
+        download_root (str, optional): cache dir for downloads.
         classnames: the ID class names (a list, or ``'imagenet'`` for
             mmpretrain's ``IMAGENET_SIMPLE_CATEGORIES``), or ``None`` to take
             them from the dataset's metainfo (``ClassNamesHook``).
@@ -65,11 +71,13 @@ class MultiModalClassifier(BaseModel):
             the class embeddings.
         truncate_text (bool): run the text tower only up to the batch's
             last EOT token, with causal SDPA attention (identical results,
-            see :mod:`cma_ood.models.clip_text`). Defaults to True.
+            see :mod:`cma_ood.models.clip_text`); openai-clip models only,
+            open_clip models run their own forward. Defaults to True.
         fast_image_tower (bool): run a ViT image tower batch-first through
             SDPA and compute only the class token in the last block
             (identical results, see :mod:`cma_ood.models.clip_vision`);
-            ResNet towers always run their own forward. Defaults to True.
+            ResNet and open_clip towers always run their own forward.
+            Defaults to True.
         compile (bool | dict | str): ``torch.compile`` the image and text
             forwards (checkpoint keys unchanged); a dict is passed to
             ``torch.compile`` as keyword arguments. ``'auto'`` compiles the
@@ -120,7 +128,8 @@ class MultiModalClassifier(BaseModel):
             init_cfg=init_cfg)
         self.arch = arch
         self.clip = build_clip(arch, pretrained, download_root)
-        self.context_length = self.clip.context_length
+        self.context_length = int(self.clip.context_length)
+        self.tokenizer = build_tokenizer(arch, self.context_length)
         self.train_template = check_template(train_template, 'train_template')
         self.test_template = check_template(test_template, 'test_template')
         self.loss_module = MODELS.build(loss)
@@ -131,7 +140,8 @@ class MultiModalClassifier(BaseModel):
             raise ValueError(f'OoD scorer names must be unique, got {names}')
         self.max_logit_scale = max_logit_scale
         self.text_batch_size = text_batch_size
-        self.truncate_text = truncate_text
+        # our fast text tower applies to openai-clip's layout only
+        self.truncate_text = truncate_text and not is_open_clip_arch(arch)
         self.fast_image_tower = fast_image_tower and is_clip_vit(
             self.clip.visual)
         if test_autocast not in (True, False, 'auto'):
@@ -139,8 +149,7 @@ class MultiModalClassifier(BaseModel):
                              f'got {test_autocast!r}')
         self.test_autocast = test_autocast
         # eager and (if compiled) compiled forwards; see _forwards
-        self._eager = (self._image_tower_forward,
-                       self._truncated_text_forward)
+        self._eager = (self._image_tower_forward, self._text_tower_forward)
         self._compiled = None
         self._compile_eval = compile is not False and compile != 'auto'
         if compile == 'auto':
@@ -163,17 +172,11 @@ class MultiModalClassifier(BaseModel):
 
     # ----------------------------------------------------------- set-up
     def _freeze(self) -> None:
-        text_params = [
-            self.clip.token_embedding, self.clip.transformer,
-            self.clip.ln_final
-        ]
         if self.freeze_image:
             self.clip.visual.requires_grad_(False)
         if self.freeze_text:
-            for module in text_params:
-                module.requires_grad_(False)
-            self.clip.positional_embedding.requires_grad_(False)
-            self.clip.text_projection.requires_grad_(False)
+            for _, param in text_tower_parameters(self.clip):
+                param.requires_grad_(False)
             self.clip.logit_scale.requires_grad_(False)
 
     def set_classnames(self, classnames: Optional[Sequence[str]]) -> None:
@@ -185,8 +188,8 @@ class MultiModalClassifier(BaseModel):
         device = self.clip.logit_scale.device
         for attr, template in (('train_tokens', self.train_template),
                                ('test_tokens', self.test_template)):
-            tokens = tokenize([template.format(c) for c in self.classnames],
-                              self.context_length).to(device)
+            tokens = self.tokenize(
+                [template.format(c) for c in self.classnames]).to(device)
             # buffers move with the model but are not saved in checkpoints
             self.register_buffer(attr, tokens, persistent=False)
         # positions each training prompt needs (last EOT + 1), kept on the
@@ -245,25 +248,35 @@ class MultiModalClassifier(BaseModel):
         """Raw image embeddings ``(B, D)`` of preprocessed images."""
         return self._image_forward(images)
 
-    def _truncated_text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return encode_text_truncated(self.clip, tokens)
+    def _text_tower_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.truncate_text:
+            return encode_text_truncated(self.clip, tokens)
+        return self.clip.encode_text(tokens)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``(N, context_length)`` of ``texts`` with this model's
+        tokenizer (openai-clip's BPE, or the open_clip model's own)."""
+        return self.tokenizer(texts)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Raw text embeddings ``(N, D)`` of tokens ``(N, L)``."""
-        if not self.truncate_text:
-            return self.clip.encode_text(tokens)
-        return self._text_forward(tokens[:, :text_length(tokens)])
+        if self.truncate_text:
+            tokens = tokens[:, :text_length(tokens)]
+        return self._text_forward(tokens)
 
     @torch.no_grad()
     def encode_prompts(self,
                        tokens: torch.Tensor,
                        batch_size: Optional[int] = None,
-                       progress: bool = False) -> torch.Tensor:
+                       progress: bool = False,
+                       normalize: bool = True) -> torch.Tensor:
         """L2-normalised fp32 embeddings ``(N, D)`` of many prompts.
 
         Prompts are encoded in batches of ``batch_size`` (default
         ``text_batch_size``) after sorting them by length, so that each
-        batch is cut to nearly its own length; ``progress`` shows a bar."""
+        batch is cut to nearly its own length; ``progress`` shows a bar.
+        ``normalize=False`` returns the raw fp32 embeddings (for prompt
+        ensembles that average them before normalising, as CSP's)."""
         batch_size = batch_size or self.text_batch_size
         order = tokens.argmax(dim=-1).argsort()
         starts = range(0, tokens.shape[0], batch_size)
@@ -274,22 +287,26 @@ class MultiModalClassifier(BaseModel):
                 self.encode_text(tokens[order[start:start + batch_size]]))
             if bar is not None:
                 bar.update()
-        embeds = F.normalize(torch.cat(chunks).float(), dim=-1)
+        embeds = torch.cat(chunks).float()
+        if normalize:
+            embeds = F.normalize(embeds, dim=-1)
         return embeds[order.argsort()]
 
     def embed_prompts(self,
                       prompts: Sequence[str],
                       batch_size: Optional[int] = None,
                       progress: bool = False,
-                      token_cache_dir=None) -> torch.Tensor:
-        """L2-normalised fp32 embeddings ``(N, D)`` of full prompts
-        (:meth:`encode_prompts` of their token ids, which are cached in
-        ``token_cache_dir`` if given, see :func:`cached_tokenize`)."""
+                      token_cache_dir=None,
+                      normalize: bool = True) -> torch.Tensor:
+        """L2-normalised (``normalize=False``: raw) fp32 embeddings
+        ``(N, D)`` of full prompts (:meth:`encode_prompts` of their token
+        ids, which are cached in ``token_cache_dir`` if given, see
+        :func:`cached_tokenize`)."""
         tokens = cached_tokenize(prompts, self.context_length,
-                                 token_cache_dir)
+                                 token_cache_dir, tokenizer=self.tokenizer)
         return self.encode_prompts(
             tokens.to(self.clip.logit_scale.device), batch_size=batch_size,
-            progress=progress)
+            progress=progress, normalize=normalize)
 
     def scorer_context(self) -> ScorerContext:
         """What the OoD scorers may know about this model (its current
@@ -301,7 +318,7 @@ class MultiModalClassifier(BaseModel):
                 self.classnames),
             test_template=self.test_template,
             context_length=int(self.context_length),
-            embed_dim=int(self.clip.text_projection.shape[1]),
+            embed_dim=clip_embed_dim(self.clip),
             image_tower=self.clip.visual,
             class_embeddings=self.class_embeddings,
             encode_text=self.embed_prompts,
@@ -386,7 +403,7 @@ class MultiModalClassifier(BaseModel):
         tokens = self.train_tokens[classes.to(self.train_tokens.device,
                                               non_blocking=True)]
         if not self.truncate_text:
-            return self.clip.encode_text(tokens)
+            return self._text_forward(tokens)
         length = round_length(int(self._train_lengths[classes].max()),
                               tokens.shape[1])
         return self._text_forward(tokens[:, :length])

@@ -32,6 +32,8 @@ from mmengine.logging import print_log
 
 from ...utils.cache import mark_used
 from ...utils.checkpoint import atomic_torch_save, state_dict_mismatch
+from .open_clip_builder import (build_open_clip, is_open_clip_arch,
+                                open_clip_tokenizer)
 
 # name -> CLIP(...) keyword arguments. The OpenAI entries mirror the shapes of
 # the published checkpoints; the ``tiny-*`` entries are small models for
@@ -206,12 +208,16 @@ def build_clip(arch: str = 'ViT-B/16',
 
     Args:
         arch: one of :func:`list_clip_archs` (OpenAI names such as
-            ``'ViT-B/16'``, ``'RN50'``, or ``'tiny-vit-32px'``).
+            ``'ViT-B/16'``, ``'RN50'``, or ``'tiny-vit-32px'``), or an
+            open_clip name ``'open_clip:MODEL[/TAG]'`` (an open_clip model
+            then, see :mod:`.open_clip_builder`).
         pretrained: ``None`` (random init), ``'openai'`` (OpenAI's weights
             for ``arch`` via ``clip.load``) or a local file path.
         download_root: cache directory for ``'openai'`` downloads
             (clip's default ``~/.cache/clip`` when ``None``).
     """
+    if is_open_clip_arch(arch):
+        return build_open_clip(arch, pretrained, download_root)
     model = CLIP(**clip_arch_kwargs(arch))
     if pretrained is None:
         return model.float()
@@ -410,13 +416,35 @@ def tokenize(texts: Union[str, Sequence[str]],
     return tokens
 
 
+class CLIPTokenizer:
+    """openai-clip's tokenizer as ``texts -> (N, context_length)`` int64
+    (:func:`tokenize`); ``name`` identifies it in token-cache keys."""
+    name = 'clip'
+
+    def __init__(self, context_length: int):
+        self.context_length = int(context_length)
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        return tokenize(texts, self.context_length)
+
+
+def build_tokenizer(arch: str, context_length: int):
+    """The tokenizer of a :func:`build_clip` architecture: openai-clip's BPE
+    (:class:`CLIPTokenizer`) or the open_clip model's own
+    (:func:`~.open_clip_builder.open_clip_tokenizer`)."""
+    if is_open_clip_arch(arch):
+        return open_clip_tokenizer(arch, context_length)
+    return CLIPTokenizer(context_length)
+
+
 #: bumped whenever the token-cache content changes
 TOKEN_CACHE_VERSION = 1
 
 
 def cached_tokenize(prompts: Sequence[str],
                     context_length: int,
-                    cache_dir: Union[None, str, Path] = None) -> torch.Tensor:
+                    cache_dir: Union[None, str, Path] = None,
+                    tokenizer=None) -> torch.Tensor:
     """:func:`tokenize`, with the result stored in ``cache_dir``.
 
     Tokenising ~70,000 prompts (NegLabel's candidates) takes about a
@@ -424,15 +452,22 @@ def cached_tokenize(prompts: Sequence[str],
     does not depend on the model, so the token ids are kept
     in ``cache_dir/tokens-<sha256 of the prompts and length>.pt`` (written
     atomically; an unreadable file is tokenised again). ``cache_dir=None``
-    tokenises without a cache.
+    tokenises without a cache. ``tokenizer`` (default: openai-clip's,
+    :class:`CLIPTokenizer`) is any ``texts -> (N, context_length)``
+    callable with a ``name``, which is part of the cache key.
 
     Returns:
         int64 ``(N, context_length)`` token ids.
     """
+    if tokenizer is None:
+        tokenizer = CLIPTokenizer(context_length)
     if cache_dir is None:
-        return tokenize(prompts, context_length)
+        return tokenizer(prompts)
+    # openai-clip's key is kept as it was (existing caches stay valid)
     hasher = hashlib.sha256(
-        f'{TOKEN_CACHE_VERSION}:{context_length}'.encode())
+        f'{TOKEN_CACHE_VERSION}:{context_length}'.encode() + (
+            b'' if tokenizer.name == 'clip' else
+            f':{tokenizer.name}'.encode()))
     for prompt in prompts:
         hasher.update(prompt.encode('utf-8') + b'\0')
     path = Path(cache_dir) / f'tokens-{hasher.hexdigest()}.pt'
@@ -445,7 +480,7 @@ def cached_tokenize(prompts: Sequence[str],
         except Exception as err:  # corrupt: tokenise again
             print_log(f'ignoring unreadable token cache {path}: {err!r}',
                       logger='current', level=logging.WARNING)
-    tokens = tokenize(prompts, context_length)
+    tokens = tokenizer(prompts)
     try:
         atomic_torch_save(tokens.int(), str(path))
     except OSError as err:

@@ -33,6 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip_attention import self_attention
+from .open_clip_builder import (open_clip_pre_projection_module,
+                                open_clip_pre_projection_output,
+                                open_clip_projection)
 
 
 def is_clip_vit(visual: nn.Module) -> bool:
@@ -114,17 +117,28 @@ def check_image_feature(feature, who: str = 'feature') -> str:
 def projection_matrix(visual: nn.Module) -> Optional[torch.Tensor]:
     """The tower's final projection ``(width, output_dim)``: a ViT's
     ``proj``; ``None`` for ResNet towers (see the module doc) and for a ViT
-    without projection."""
+    without projection. open_clip towers: :func:`~.open_clip_builder.
+    open_clip_projection` (a timm tower's linear head, as a matrix)."""
     if is_clip_vit(visual):
         return visual.proj
-    return None
+    return open_clip_projection(visual)
 
 
 def pre_projection_module(visual: nn.Module) -> nn.Module:
     """The module whose output is the pre-projection feature: a ViT's
     ``ln_post`` (called on the class token by CLIP's forward and by
-    :func:`encode_image_vit`), the whole tower for a ResNet."""
-    return visual.ln_post if is_clip_vit(visual) else visual
+    :func:`encode_image_vit`), the whole tower for a ResNet; open_clip
+    towers: :func:`~.open_clip_builder.open_clip_pre_projection_module`."""
+    return visual.ln_post if is_clip_vit(visual) \
+        else open_clip_pre_projection_module(visual)
+
+
+def pre_projection_output(visual: nn.Module,
+                          output: torch.Tensor) -> torch.Tensor:
+    """The pre-projection feature ``(B, width)`` from the output of
+    :func:`pre_projection_module` (open_clip's ViT normalises all tokens
+    before pooling; everything else gives it as it is)."""
+    return open_clip_pre_projection_output(visual, output)
 
 
 def image_feature_dim(visual: nn.Module, feature: str) -> int:
@@ -153,23 +167,24 @@ def encode_image_features(clip_model: nn.Module,
     """
     check_image_feature(feature, 'encode_image_features')
     visual = clip_model.visual
-    vit = is_clip_vit(visual)
-    if fast and vit:
+    if fast and is_clip_vit(visual):
         return encode_image_vit(visual, images,
                                 project=feature == 'embedding')
-    if feature == 'embedding' or not vit:
+    if feature == 'embedding' or projection_matrix(visual) is None:
         return clip_model.encode_image(images)
+    module = pre_projection_module(visual)
     captured = []
-    handle = visual.ln_post.register_forward_hook(
+    handle = module.register_forward_hook(
         lambda module, args, output: captured.append(output))
     try:
         clip_model.encode_image(images)
     finally:
         handle.remove()
     if len(captured) != 1:
-        raise RuntimeError(f'ln_post ran {len(captured)} times in one '
-                           'forward of the image tower; expected once')
-    return captured[0]
+        raise RuntimeError(
+            f'{type(module).__name__} ran {len(captured)} times in one '
+            'forward of the image tower; expected once')
+    return pre_projection_output(visual, captured[0])
 
 
 class FeatureTap:
@@ -184,11 +199,12 @@ class FeatureTap:
     def __init__(self, visual: nn.Module):
         self.value: Optional[torch.Tensor] = None
         self.step = 0
+        self._visual = weakref.ref(visual)
         self._handle = pre_projection_module(visual).register_forward_hook(
             self._hook)
 
     def _hook(self, module, args, output):
-        self.value = output.detach()
+        self.value = pre_projection_output(self._visual(), output.detach())
         self.step += 1
 
     def remove(self) -> None:

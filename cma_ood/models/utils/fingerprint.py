@@ -6,9 +6,7 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
-#: top-level CLIP modules/parameters that make up the text tower
-TEXT_TOWER_KEYS = ('token_embedding', 'positional_embedding', 'transformer',
-                   'ln_final', 'text_projection')
+from ..multimodal.clip_parts import TEXT_TOWER_KEYS
 
 
 def text_tower_state(clip_model: nn.Module) -> Dict[str, torch.Tensor]:
