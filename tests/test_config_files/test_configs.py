@@ -8,6 +8,8 @@ from mmpretrain.registry import MODELS
 
 import cma_ood  # noqa: F401
 from _helpers import REPO
+from cma_ood.models.multimodal.open_clip_builder import (is_open_clip_arch,
+                                                         parse_open_clip_arch)
 
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
@@ -38,16 +40,26 @@ def test_config_loads_and_builds(path):
     model_cfg = cfg.model.copy()
     if model_cfg.type == 'MultiModalClassifier':
         model_cfg['pretrained'] = None  # no downloads in tests
+        if is_open_clip_arch(model_cfg.arch):
+            # open_clip's large models are not built here (GBs of random
+            # weights): their published shapes must fit the pipeline
+            assert open_clip_shapes(model_cfg.arch)[0] == _crop_size(cfg)
+            return
+    if model_cfg.type == 'OoDTimmClassifier':
+        model_cfg['pretrained'] = False
     model = MODELS.build(model_cfg)
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
-    elif model_cfg.type == 'OoDImageClassifier':
+    elif model_cfg.type in ('OoDImageClassifier', 'OoDTimmClassifier'):
         # a classifier of the ID classes with mmpretrain's preprocessing:
         # BGR files flipped to RGB, CIFAR's RGB arrays not
         id_type = cfg.test_dataloader.dataset.id_dataset.type
         classes, to_rgb = dict(ImageNet=(1000, True), CIFAR10=(10, False),
                                CIFAR100=(100, False))[id_type]
-        assert model.head.num_classes == classes
+        head = getattr(model, 'head', None) or \
+            model.model.get_classifier()
+        assert (getattr(head, 'num_classes', None)
+                or head.out_features) == classes
         assert cfg.data_preprocessor.to_rgb is to_rgb
     else:
         # a probe on cached features (configs/plp, configs/linear-probe):
@@ -55,6 +67,14 @@ def test_config_loads_and_builds(path):
         # features of the CLIP its feature_extraction section encodes the
         # images with
         extraction = cfg.feature_extraction
+        if is_open_clip_arch(extraction.model.arch):
+            size, width = open_clip_shapes(extraction.model.arch)
+            assert extraction.get('feature', 'pre_projection') == \
+                'pre_projection'
+            assert model.in_dim == width
+            for split in extraction.splits.values():
+                assert size == _crop_size(split.dataloader)
+            return
         clip_model = MODELS.build(dict(extraction.model, pretrained=None))
         from cma_ood.models.multimodal.clip_vision import image_feature_dim
         assert model.in_dim == image_feature_dim(
@@ -64,6 +84,17 @@ def test_config_loads_and_builds(path):
             assert clip_model.clip.visual.input_resolution == _crop_size(
                 split.dataloader)
     assert cfg.test_evaluator and cfg.test_dataloader
+
+
+def open_clip_shapes(arch):
+    """(input size, pre-projection width) of an open_clip ViT from
+    open_clip's model config, and its tag must be one open_clip knows."""
+    import open_clip
+    name, tag = parse_open_clip_arch(arch)
+    if tag is not None:
+        assert tag in open_clip.list_pretrained_tags_by_model(name), arch
+    vision = open_clip.get_model_config(name)['vision_cfg']
+    return vision['image_size'], vision['width']
 
 
 def _crop_size(cfg):

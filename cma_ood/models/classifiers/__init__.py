@@ -1,3 +1,3 @@
-from .ood_image_classifier import OoDImageClassifier
+from .ood_image_classifier import OoDImageClassifier, OoDTimmClassifier
 
-__all__ = ['OoDImageClassifier']
+__all__ = ['OoDImageClassifier', 'OoDTimmClassifier']

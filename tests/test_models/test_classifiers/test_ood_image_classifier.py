@@ -101,3 +101,45 @@ def test_classifier_baselines_config_end_to_end(tmp_path):
     pre = runner.model.data_preprocessor
     assert torch.allclose(pre.mean.flatten(),
                           torch.tensor([123.675, 116.28, 103.53]))
+
+
+TIMM_CONFIG = osp.join(
+    REPO, 'configs', 'classifier-baselines',
+    'classifier-baselines_convnext-base-in22ft1k-timm_1xb128_in1k-mos.py')
+
+
+def test_timm_classifier_scores_are_the_formulas_of_timms_logits(tmp_path):
+    cfg = Config.fromfile(TIMM_CONFIG)
+    # PLP's preprocessing: a square bilinear resize to 256, crop 224
+    resize, crop = cfg.test_pipeline[1:3]
+    assert (resize.scale, resize.interpolation, crop.crop_size) == (
+        (256, 256), 'bilinear', 224)
+    assert cfg.model.model_name == 'convnext_base.fb_in22k_ft_in1k'
+    import timm
+    torch.manual_seed(0)
+    reference = timm.create_model('test_convnext', num_classes=6).eval()
+    path = str(tmp_path / 'timm.pth')
+    torch.save(reference.state_dict(), path)
+    # timm loads the weights from a local file (no download)
+    model = MODELS.build(dict(cfg.model, model_name='test_convnext',
+                              pretrained=False, checkpoint_path=path,
+                              num_classes=6)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    samples = model.predict(x)
+    with torch.no_grad():
+        logits = reference(x).double()
+    msp = logits.softmax(-1).max(-1).values
+    energy = torch.logsumexp(logits, dim=-1)
+    for i, ds in enumerate(samples):
+        assert ds.ood_scores['MSP'] == pytest.approx(float(msp[i]), 1e-5)
+        assert ds.ood_scores['MaxLogit'] == pytest.approx(
+            float(logits[i].max()), 1e-5)
+        assert ds.ood_scores['Energy'] == pytest.approx(float(energy[i]),
+                                                        1e-5)
+        assert int(ds.pred_label) == int(logits[i].argmax())
+    # mmpretrain's TimmClassifier keys: a timm state dict loads as it is
+    assert set(model.state_dict()) == set(reference.state_dict())
+    with pytest.raises(ValueError, match='MCMScorer needs a CLIP model'):
+        MODELS.build(dict(cfg.model, model_name='test_convnext',
+                          pretrained=False,
+                          ood_scorers=[dict(type='MCMScorer')]))

@@ -8,6 +8,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.hooks import Hook
 from mmpretrain.structures import DataSample
 
 import cma_ood  # noqa: F401  (registers components)
@@ -198,3 +199,54 @@ def test_pre_projection_features_project_to_the_embedding(tower):
             v = oc.visual
             tokens = v.transformer(v._embeds(x))
             torch.testing.assert_close(pre, v.ln_post(tokens)[:, 0])
+
+
+def test_zero_shot_neglabel_and_training_from_the_demo_config(tmp_path):
+    """The demo config with model.arch='open_clip:tiny-vit-32px' through
+    MMEngine's Runner: a short CMA training run lowers the loss, and the
+    zero-shot test scores NegLabel (mined with the open_clip tokenizer and
+    text tower) and MCM into one OoD table."""
+    from mmengine.runner import Runner
+
+    from _helpers import small_cfg
+    txt = tmp_path / 'txt'
+    txt.mkdir()
+    (txt / 'noun.artifact.txt').write_text(
+        'table\nriver\nengine\nviolin\ncloud\nladder\nbridge\npencil\n')
+    (txt / 'adj.all.txt').write_text('wooden\nshiny\nancient\ntiny\n')
+    cfg = small_cfg(tmp_path / 'work', max_epochs=3, num_per_class=8)
+    cfg.model.arch = ARCH
+    cfg.model.ood_scorers = [
+        dict(type='NegLabelScorer', txt_dir=str(txt),
+             lexnames=['noun.artifact', 'adj.all'], ratio=0.5, ngroup=2,
+             cache_dir=str(tmp_path / 'cache')),
+        dict(type='MCMScorer')]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg.pop('val_interval', None)
+    cfg.train_cfg.val_begin = 10**6
+    runner = Runner.from_cfg(cfg)
+    assert runner.model.clip.__class__.__module__ == 'open_clip.model'
+    losses = []
+    runner.register_hook(_LossRecorder(losses), priority='LOWEST')
+    runner.train()
+    per_epoch = len(losses) // 3
+    assert sum(losses[-per_epoch:]) < sum(losses[:per_epoch])
+    metrics = runner.test()
+    for score in ('NegLabel', 'MCM'):
+        for name in ('unseen_shapes', 'mean'):
+            assert 0 <= metrics[f'ood/{score}/{name}/AUROC'] <= 100
+    scorer = runner.model.ood_scorers[0]
+    # mined with the model's tokenizer: the mined negatives are candidates
+    assert set(scorer.neg_labels) <= {
+        'table', 'river', 'engine', 'violin', 'cloud', 'ladder', 'bridge',
+        'pencil', 'wooden', 'shiny', 'ancient', 'tiny'}
+
+
+class _LossRecorder(Hook):
+    def __init__(self, losses):
+        self.losses = losses
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses.append(outputs['loss'].item())
