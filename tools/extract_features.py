@@ -1,4 +1,4 @@
-"""Encode datasets once with a CLIP image tower and cache the embeddings.
+"""Encode datasets once with an image model and cache the features.
 
     python tools/extract_features.py CONFIG [CKPT] [--split NAME ...]
         [--out-dir DIR] [--feature pre_projection|embedding]
@@ -10,10 +10,14 @@ probe configs under configs/plp and configs/linear-probe have one)::
 
     feature_extraction = dict(
         model=dict(type='MultiModalClassifier', ...),  # default: cfg.model
-        feature='pre_projection',  # PLP's features (default) or 'embedding'
+                              # (or dict(type='FeatureBackbone', ...): a
+                              # timm / mmpretrain model, docs/backbones.md)
+        feature='pre_projection',  # PLP's features (default; a
+                              # FeatureBackbone's pre-logits) or 'embedding'
+                              # (CLIP's embeddings, a classifier's logits)
         classnames=None,      # pseudo-label class names: a list or a set
                               # name ('imagenet_first_synonym'); default:
-                              # the model's (or the dataset's)
+                              # the model's (or the dataset's); CLIP only
         templates=[...],      # pseudo-label prompts; default: PLP's five
         dtype='float32',      # or 'float16'
         splits=dict(
@@ -50,7 +54,8 @@ _SPLITS = ('train', 'val', 'test')
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Cache CLIP image embeddings of datasets (feature files)')
+        description='Cache image features of datasets (feature files) of a '
+        'CLIP model or a FeatureBackbone (timm / mmpretrain)')
     parser.add_argument('config', help='config file')
     parser.add_argument(
         'checkpoint',
@@ -69,7 +74,9 @@ def parse_args(argv=None):
         '--feature',
         choices=['pre_projection', 'embedding'],
         help='which image features to store (overrides the config; '
-        'default pre_projection, the tower output before its projection)')
+        'default pre_projection, the tower output before its projection, '
+        'or a FeatureBackbone\'s pre-logits; embedding: CLIP\'s embeddings '
+        'or a classifier\'s logits)')
     parser.add_argument(
         '--dtype',
         choices=['float32', 'float16'],
@@ -176,7 +183,8 @@ def main(argv=None):
     MMLogger.get_instance('extract_features', log_level='INFO')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     import cma_ood  # noqa: F401  (registers the components)
-    from cma_ood.engine.feature_extractor import extract_features
+    from cma_ood.engine.feature_extractor import (extract_features,
+                                                  supports_pseudo_labels)
     from cma_ood.models.utils.zero_shot import PLP_TEMPLATES
 
     plan = extraction_plan(cfg, args.split, args.out_dir)
@@ -191,7 +199,16 @@ def main(argv=None):
     if torch.cuda.is_available():
         model = model.cuda()
     templates = plan['templates']
-    if templates == 'default':
+    if not supports_pseudo_labels(model):
+        if plan['classnames'] is not None or templates not in ('default',
+                                                               None):
+            raise ValueError(
+                f'{type(model).__name__} has no text tower, so there are '
+                'no zero-shot pseudo-labels (PLP needs a CLIP model): '
+                'remove feature_extraction.classnames and .templates from '
+                "the config and probe with the true labels (target='labels')")
+        templates = None
+    elif templates == 'default':
         templates = PLP_TEMPLATES
     dtype = args.dtype or plan['dtype']
     feature = args.feature or plan['feature']

@@ -70,6 +70,9 @@ class CachedFeatureDataset(Dataset):
                 f'features, the config expects {feature}; re-extract with '
                 f'tools/extract_features.py --feature {feature}')
         targets = data.get(target)
+        if targets is None and data['meta'].get('no_pseudo_labels'):
+            raise ValueError(f'CachedFeatureDataset: {feature_file} has no '
+                             f'{target}: {data["meta"]["no_pseudo_labels"]}')
         if targets is None:
             raise ValueError(
                 f'CachedFeatureDataset: {feature_file} has no {target} (the '

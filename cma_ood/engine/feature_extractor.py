@@ -1,19 +1,40 @@
-"""Encode a dataset once with CLIP's image tower and cache the embeddings.
+"""Encode a dataset once with an image model and cache the features.
 
-:func:`extract_features` runs a :class:`~cma_ood.models.MultiModalClassifier`
-image encoder over a dataloader (distributed or not, with a progress bar)
-and writes a feature file (format: :mod:`cma_ood.utils.feature_file`) with
-the un-normalised image features -- by default the tower's output *before*
-its projection, as PLP (``feature='pre_projection'``; or the embeddings,
-``feature='embedding'``) -- labels, dataset sources and PLP's zero-shot
-pseudo-labels. Re-running with the same image tower, data and feature kind
-reuses the file without encoding a single image; when only the text side
-changes (class names, templates, text tower) the pseudo-labels alone are
-recomputed from the cached features.
+:func:`extract_features` runs the image encoder of a model over a
+dataloader (distributed or not, with a progress bar) and writes a feature
+file (format: :mod:`cma_ood.utils.feature_file`) with the un-normalised
+image features -- by default the model's output *before* its last linear
+map, as PLP (``feature='pre_projection'``; or its output,
+``feature='embedding'``) -- labels, dataset sources and, for CLIP, PLP's
+zero-shot pseudo-labels. Re-running with the same image encoder, data and
+feature kind reuses the file without encoding a single image; when only the
+text side changes (class names, templates, text tower) the pseudo-labels
+alone are recomputed from the cached features.
+
+Models (:func:`feature_source`):
+
+* a :class:`~cma_ood.models.MultiModalClassifier` (CLIP): its image tower
+  (``'pre_projection'``: before the projection; ``'embedding'``: the
+  embedding), keyed by
+  :func:`~cma_ood.models.utils.fingerprint.image_tower_sha256`; zero-shot
+  pseudo-labels from its text tower;
+* any model with the *feature interface*, e.g.
+  :class:`~cma_ood.models.FeatureBackbone` (timm / mmpretrain models:
+  ``'pre_projection'`` = pre-logits, ``'embedding'`` = logits)::
+
+      model.data_preprocessor(batch, False) -> dict(inputs, data_samples)
+      model.encode_features(images, feature) -> (B, D) un-normalised
+      model.feature_projection(feature) -> (D, E) tensor or None
+      model.image_fingerprint() -> str   # sha256: cache key and checks
+      model.arch -> str                  # recorded in the file
+
+  No pseudo-labels without a CLIP text tower: asking for them
+  (``classnames``) is an error.
 
 ``tools/extract_features.py`` is the command-line front end.
 """
 import hashlib
+import itertools
 import json
 import logging
 import os.path as osp
@@ -95,6 +116,10 @@ def pseudo_label_key(model, templates: Sequence[str]) -> str:
         classnames=list(model.classnames),
         templates=list(templates),
         context_length=int(model.context_length))
+    # open_clip models' own tokenizers (openai-clip's keys stay as they were)
+    tokenizer = getattr(getattr(model, 'tokenizer', None), 'name', 'clip')
+    if tokenizer != 'clip':
+        meta['tokenizer'] = tokenizer
     return hashlib.sha256(
         json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()) \
         .hexdigest()
@@ -105,11 +130,97 @@ def zero_shot_weights(model, templates: Sequence[str] = PLP_TEMPLATES
     """The classifier's ensemble zero-shot weights ``(C, D)`` (float32)."""
     device = model.clip.logit_scale.device
 
-    def encode(prompts):
-        return model.encode_prompts(
-            tokenize(prompts, model.context_length).to(device))
+    def encode(prompts):  # with the model's own tokenizer (open_clip's)
+        tokens = model.tokenize(prompts) if hasattr(model, 'tokenize') \
+            else tokenize(prompts, model.context_length)
+        return model.encode_prompts(tokens.to(device))
 
     return zero_shot_ensemble_weights(encode, model.classnames, templates)
+
+
+class _CLIPFeatures:
+    """The feature source of a ``MultiModalClassifier`` (CLIP towers)."""
+    has_text = True
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def arch(self) -> str:
+        return str(getattr(self.model, 'arch', ''))
+
+    def device(self) -> torch.device:
+        return self.model.clip.logit_scale.device
+
+    def encode(self, images: torch.Tensor, feature: str) -> torch.Tensor:
+        return encode_features(self.model, images, feature)
+
+    def projection(self, feature: str) -> Optional[torch.Tensor]:
+        if feature != 'pre_projection':
+            return None
+        return projection_matrix(self.model.clip.visual)
+
+    def fingerprint(self) -> str:
+        return image_tower_sha256(self.model.clip)
+
+
+class _InterfaceFeatures(_CLIPFeatures):
+    """The feature source of a model with the feature interface (see the
+    module doc): pseudo-labels only for a CLIP model (``clip`` and
+    ``encode_prompts``) that also provides the interface."""
+
+    @property
+    def has_text(self) -> bool:
+        return hasattr(self.model, 'clip') and callable(
+            getattr(self.model, 'encode_prompts', None))
+
+    def device(self) -> torch.device:
+        for tensor in itertools.chain(self.model.parameters(),
+                                      self.model.buffers()):
+            return tensor.device
+        return torch.device('cpu')
+
+    def encode(self, images: torch.Tensor, feature: str) -> torch.Tensor:
+        return self.model.encode_features(images, feature)
+
+    def projection(self, feature: str) -> Optional[torch.Tensor]:
+        return self.model.feature_projection(feature)
+
+    def fingerprint(self) -> str:
+        return str(self.model.image_fingerprint())
+
+
+#: the methods of the feature interface (see the module doc)
+FEATURE_INTERFACE = ('encode_features', 'feature_projection',
+                     'image_fingerprint')
+
+
+def feature_source(model):
+    """How :func:`extract_features` encodes with ``model``: a model with
+    the feature interface (:data:`FEATURE_INTERFACE`), or a
+    ``MultiModalClassifier`` (CLIP). The object has ``has_text``, ``arch``,
+    ``device()``, ``encode(images, feature)``, ``projection(feature)`` and
+    ``fingerprint()``.
+
+    Raises:
+        TypeError: for any other model, naming what it lacks.
+    """
+    if all(callable(getattr(model, name, None))
+           for name in FEATURE_INTERFACE):
+        return _InterfaceFeatures(model)
+    if hasattr(model, 'clip') and hasattr(model, 'encode_image'):
+        return _CLIPFeatures(model)
+    raise TypeError(
+        f'extract_features: {type(model).__name__} is neither a CLIP '
+        'MultiModalClassifier nor a model with the feature interface '
+        f'{list(FEATURE_INTERFACE)}; for a timm or mmpretrain model use '
+        "dict(type='FeatureBackbone', ...)")
+
+
+def supports_pseudo_labels(model) -> bool:
+    """Whether ``model`` can give zero-shot pseudo-labels (a CLIP model
+    with a text tower)."""
+    return feature_source(model).has_text
 
 
 def _sample_label(ds) -> int:
@@ -129,12 +240,13 @@ def _autocast(device: torch.device, amp: bool):
 
 def encode_features(model, images: torch.Tensor,
                     feature: str = 'pre_projection') -> torch.Tensor:
-    """Un-normalised image features ``(B, D)`` of a classifier's
+    """Un-normalised image features ``(B, D)`` of a CLIP classifier's
     preprocessed batch: ``feature='embedding'`` is ``model.encode_image``;
     ``'pre_projection'`` the tower's output before its projection (see
-    :func:`~cma_ood.models.multimodal.clip_vision.encode_image_features`), through the
-    fast ViT forward when the model uses it (for towers without a separate
-    projection, i.e. ResNets, ``model.encode_image`` as well)."""
+    :func:`~cma_ood.models.multimodal.clip_vision.encode_image_features`),
+    through the fast ViT forward when the model uses it (for towers without
+    a separate projection, i.e. ResNets, ``model.encode_image`` as
+    well)."""
     check_image_feature(feature, 'encode_features')
     if feature == 'embedding' or projection_matrix(model.clip.visual) is None:
         # ResNet towers: the pre-projection features are the embeddings
@@ -163,18 +275,20 @@ def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
     Returns:
         On rank 0: ``(feats (N, D) dtype, labels (N,) int64, sources
         list[str])`` with the un-normalised ``feature`` rows (see
-        :func:`encode_features`); ``None`` on other ranks.
+        :func:`encode_features`, or the model's ``encode_features``);
+        ``None`` on other ranks.
     """
     rank, world_size = get_dist_info()
     if getattr(dataloader.sampler, 'shuffle', False):
         raise ValueError('extract_features needs a dataloader without '
                          'shuffling (sampler=dict(type="DefaultSampler", '
                          'shuffle=False)) to keep the dataset order')
+    encoder = feature_source(model)
     dataset = dataloader.dataset
     num_samples = len(dataset)
     was_training = model.training
     model.eval()
-    device = model.clip.logit_scale.device
+    device = encoder.device()
     bar = ProgressBar(len(dataloader)) if show_progress and rank == 0 \
         else None
     part = []
@@ -182,7 +296,7 @@ def encode_dataset(model, dataloader, dtype: torch.dtype = torch.float32,
         for batch in dataloader:
             data = model.data_preprocessor(batch, False)
             with _autocast(device, amp):
-                feats = encode_features(model, data['inputs'], feature)
+                feats = encoder.encode(data['inputs'], feature)
             rows = feats.float().to(dtype).cpu().numpy()
             for i, ds in enumerate(data['data_samples']):
                 source = ds.metainfo.get('ood_source', default_source)
@@ -249,14 +363,17 @@ def extract_features(model,
     :func:`default_feature_cache_dir`). A file with the same key is reused
     without encoding anything ("loaded from cache" is logged).
 
-    Pseudo-labels: with class names (``classnames``, set on the model;
-    else the model's; else ``dataset.metainfo['classes']``, as
+    Pseudo-labels (CLIP models): with class names (``classnames``, set on
+    the model; else the model's; else ``dataset.metainfo['classes']``, as
     ``ClassNamesHook`` does) and ``templates`` not ``None``, the file also
     holds the argmax of the ensemble zero-shot classifier over the *stored*
     features, projected with the tower's projection where they are
     pre-projection ones (``pseudo_labels``), its weights and the class
     names. They are keyed separately (:func:`pseudo_label_key`) and
     recomputed from the cached features when only the text side changed.
+    A model without a text tower (the feature interface, e.g.
+    ``FeatureBackbone``) gets none: ``templates`` are ignored, and
+    ``classnames`` is an error.
 
     Distributed: every rank encodes its share, rank 0 writes the file, and
     all ranks return after a barrier.
@@ -264,7 +381,8 @@ def extract_features(model,
     Args:
         model: a ``MultiModalClassifier`` (``encode_image``,
             ``data_preprocessor``; ``classnames``/``encode_prompts`` for the
-            pseudo-labels), already on its device.
+            pseudo-labels) or a model with the feature interface (see the
+            module doc, e.g. ``FeatureBackbone``), already on its device.
         dataloader: a non-shuffling dataloader over the images.
         out_file: fixed output path, or ``None`` for content addressing.
         cache_dir: directory of content-addressed files.
@@ -279,7 +397,8 @@ def extract_features(model,
         amp: encode under CUDA autocast (bf16 where supported).
         show_progress: progress bar on rank 0.
         force: re-extract even if a matching file exists.
-        feature: ``'pre_projection'`` (PLP) or ``'embedding'``.
+        feature: ``'pre_projection'`` (PLP; a ``FeatureBackbone``'s
+            pre-logits) or ``'embedding'`` (its logits).
         classnames: class names for the pseudo-labels: a list or a name of
             :data:`~cma_ood.models.utils.prompts.CLASSNAME_ALIASES` (e.g.
             ``'imagenet_first_synonym'``, PLP's ImageNet names); ``None``
@@ -292,12 +411,22 @@ def extract_features(model,
         raise ValueError(f'dtype must be one of {list(_DTYPES)}, got '
                          f'{dtype!r}')
     check_image_feature(feature, 'extract_features')
+    encoder = feature_source(model)
     rank, world_size = get_dist_info()
     dataset = dataloader.dataset
     num_samples = len(dataset)
     if num_samples == 0:
         raise ValueError(f'extract_features: {type(dataset).__name__} is '
                          'empty')
+    if not encoder.has_text:
+        if classnames is not None:
+            raise ValueError(
+                f'extract_features: {encoder.arch or type(model).__name__} '
+                'has no text tower, so there are no zero-shot pseudo-labels '
+                '(PLP needs a CLIP model); drop classnames '
+                '(feature_extraction.classnames / templates) and train the '
+                "probe on the true labels (target='labels')")
+        templates = None
     if classnames is not None:
         model.set_classnames(resolve_classnames(classnames))
     if getattr(model, 'classnames', None) is None and templates is not None:
@@ -305,7 +434,7 @@ def extract_features(model,
         if classes:
             model.set_classnames(list(classes))
     dataset_json = describe_dataset(dataset_cfg, dataset)
-    image_sha = image_tower_sha256(model.clip)
+    image_sha = encoder.fingerprint()
     key = feature_cache_key(image_sha, dataset_json, num_samples, dtype,
                             feature)
     if out_file is not None:
@@ -341,8 +470,7 @@ def extract_features(model,
             feats, labels, sources = encoded
             names = list(dict.fromkeys(sources))
             index = {n: i for i, n in enumerate(names)}
-            proj = projection_matrix(model.clip.visual) \
-                if feature == 'pre_projection' else None
+            proj = encoder.projection(feature)
             data = dict(
                 feats=feats,
                 projection=None if proj is None else
@@ -360,13 +488,18 @@ def extract_features(model,
                     image_encoder_sha256=image_sha,
                     pseudo_label_key=None,
                     templates=None,
-                    arch=str(getattr(model, 'arch', '')),
+                    arch=encoder.arch,
                     dataset=dataset_json,
                     num_samples=num_samples,
                     dim=int(feats.shape[1]),
                     dtype=dtype,
                     created=time.strftime('%Y-%m-%d %H:%M:%S'),
                     cma_ood_version=__version__))
+            if not encoder.has_text:
+                data['meta']['no_pseudo_labels'] = (
+                    f'{encoder.arch} has no text tower: zero-shot '
+                    'pseudo-labels (PLP) need a CLIP model; train on the '
+                    "true labels (target='labels')")
     if rank == 0:
         dirty = not hit[0]
         if _update_pseudo_labels(model, data, templates):

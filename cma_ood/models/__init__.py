@@ -2,15 +2,19 @@
 
 * :mod:`.multimodal`: ``MultiModalClassifier`` (CLIP), the CLIP builder and
   the fast towers;
-* :mod:`.classifiers`: ``OoDImageClassifier`` (any mmpretrain classifier
-  scored by its logits: the classifier baselines);
+* :mod:`.classifiers`: ``OoDImageClassifier`` / ``OoDTimmClassifier`` (any
+  mmpretrain or timm classifier scored by its logits: the classifier
+  baselines);
 * :mod:`.losses`: ``CMALoss``;
 * :mod:`.ood_scorers`: the OoD scorers and, in ``ood_scorers.functional``,
   the pure score functions;
 * :mod:`.probes`: ``LinearProbe``;
+* :mod:`.backbones`: ``FeatureBackbone`` (a timm / mmpretrain model as a
+  frozen feature extractor);
 * :mod:`.utils`: data preprocessor, prompts, zero-shot ensembles, checks.
 """
-from .classifiers import OoDImageClassifier
+from .backbones import FeatureBackbone
+from .classifiers import OoDImageClassifier, OoDTimmClassifier
 from .losses import CMALoss, cma_loss
 from .multimodal import (MultiModalClassifier, build_clip,
                          encode_image_features, image_feature_dim,
@@ -39,5 +43,6 @@ __all__ = [
     'pseudo_labels', 'zero_shot_ensemble_weights', 'KNNScorer',
     'MahalanobisScorer', 'ProbeScorer', 'LinearProbe', 'CLIPDataPreprocessor',
     'encode_image_features', 'image_feature_dim', 'feature_stats',
-    'imagenet_first_synonyms', 'normalize_features', 'OoDImageClassifier'
+    'imagenet_first_synonyms', 'normalize_features', 'OoDImageClassifier',
+    'OoDTimmClassifier', 'FeatureBackbone'
 ]

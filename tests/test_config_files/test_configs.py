@@ -47,6 +47,11 @@ def test_config_loads_and_builds(path):
             return
     if model_cfg.type == 'OoDTimmClassifier':
         model_cfg['pretrained'] = False
+    if model_cfg.type == 'FeatureBackbone':
+        # a frozen timm / mmpretrain backbone scoring its cached features
+        # (configs/linear-probe): its input size is the pipeline's
+        _check_feature_backbone(model_cfg, cfg)
+        return
     model = MODELS.build(model_cfg)
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
@@ -67,6 +72,13 @@ def test_config_loads_and_builds(path):
         # features of the CLIP its feature_extraction section encodes the
         # images with
         extraction = cfg.feature_extraction
+        if extraction.model.type == 'FeatureBackbone':
+            backbone = _check_feature_backbone(
+                extraction.model,
+                *[s.dataloader for s in extraction.splits.values()])
+            assert model.in_dim == backbone.feature_dim(
+                extraction.get('feature', 'pre_projection'))
+            return
         if is_open_clip_arch(extraction.model.arch):
             size, width = open_clip_shapes(extraction.model.arch)
             assert extraction.get('feature', 'pre_projection') == \
@@ -84,6 +96,20 @@ def test_config_loads_and_builds(path):
             assert clip_model.clip.visual.input_resolution == _crop_size(
                 split.dataloader)
     assert cfg.test_evaluator and cfg.test_dataloader
+
+
+def _check_feature_backbone(model_cfg, *dataloaders):
+    """Build a FeatureBackbone config without its weights file, on the
+    meta device (no memory, no initialisation); a ViT's input size must be
+    the crop size of the pipelines (of configs or dataloader configs)."""
+    import torch
+    with torch.device('meta'):
+        backbone = MODELS.build(dict(model_cfg, pretrained=None))
+    size = getattr(getattr(backbone.net, 'patch_embed', None), 'img_size',
+                   None)
+    for dataloader in dataloaders:
+        assert size is None or tuple(size)[0] == _crop_size(dataloader)
+    return backbone
 
 
 def open_clip_shapes(arch):
