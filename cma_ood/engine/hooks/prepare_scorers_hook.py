@@ -3,6 +3,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from ...evaluation.streams import hand_over_stream_scorers
+
 
 @HOOKS.register_module()
 class PrepareScorersHook(Hook):
@@ -16,7 +18,9 @@ class PrepareScorersHook(Hook):
     when this hook is absent.
 
     Validation prepares only the scorers with ``at_validation`` (the cheap
-    ones by default).
+    ones by default). The model's stream scorers (AdaNeg) are then handed
+    to the evaluator's ``OoDMetric``, which runs their streams
+    (:func:`~cma_ood.evaluation.streams.hand_over_stream_scorers`).
     """
     priority = 'NORMAL'
 
@@ -29,6 +33,10 @@ class PrepareScorersHook(Hook):
             return
         model.eval()  # the loop does this next; scorers see eval weights
         prepare(validating=validating)
+        # stream scorers (AdaNeg) to the metrics that run their streams
+        hand_over_stream_scorers(
+            model, getattr(runner, 'val_evaluator' if validating else
+                           'test_evaluator', None), validating=validating)
 
     def before_val(self, runner) -> None:
         self._prepare(runner, validating=True)

@@ -24,6 +24,11 @@ embedding. openai-clip's ``ModifiedResNet`` (like open_clip's) has no
 separate projection matrix -- the attention pool's ``c_proj`` is part of the
 pool and open_clip's ``proj = None`` leaves it in place -- so for ResNet
 towers the pre-projection feature *is* the embedding.
+
+Local (patch) features (GL-MCM): :func:`vit_local_features` computes them
+from the input tokens of the last block, which :class:`LastBlockTap`
+captures during either forward (fast or CLIP's own), so a scorer needs no
+second image forward.
 """
 import weakref
 from typing import Optional
@@ -222,3 +227,163 @@ def feature_tap(visual: nn.Module) -> FeatureTap:
     if tap is None:
         tap = _TAPS[visual] = FeatureTap(visual)
     return tap
+
+
+# ---------------------------------------------------------------------------
+# local (patch) features of the last block: GL-MCM
+def _last_block(visual: nn.Module) -> nn.Module:
+    if not is_clip_vit(visual):
+        raise ValueError(
+            'local (patch) features need an openai-clip VisionTransformer '
+            f'image tower, got {type(visual).__name__}; use a ViT arch '
+            "(e.g. 'ViT-B/16')")
+    return visual.transformer.resblocks[-1]
+
+
+def vit_local_features(visual: nn.Module,
+                       tokens: torch.Tensor,
+                       normalize: bool = True) -> torch.Tensor:
+    """GL-MCM's local features from the input tokens of the last block.
+
+    The value path of the tower's last residual block, without the
+    query-key attention (GL-MCM's ``clip/model.py``): for the block input
+    ``x``, ``v = out_proj(W_v ln_1(x) + b_v) + x``, then
+    ``v = v + mlp(ln_2(v))``; ``ln_post(v)`` of every patch token (the
+    class token is dropped), projected by ``proj`` and, with ``normalize``,
+    L2-normalised per patch. The class token of CLIP's own output (the
+    global embedding) is not part of it.
+
+    Args:
+        visual: an openai-clip ``VisionTransformer``.
+        tokens: ``(B, L, width)`` batch-first input of the last residual
+            block, ``L = 1 + grid ** 2`` (class token first), e.g. from
+            :class:`LastBlockTap`; computed in the tower's parameter dtype.
+        normalize: L2-normalise each patch feature.
+
+    Returns:
+        ``(B, L - 1, output_dim)`` patch features in row-major patch order
+        (``(B, L - 1, width)`` for a tower without projection).
+    """
+    last = _last_block(visual)
+    if tokens.dim() != 3 or tokens.shape[-1] != last.ln_1.normalized_shape[0]:
+        raise ValueError(
+            'tokens must be the (B, L, width) input of the last block with '
+            f'width {last.ln_1.normalized_shape[0]}, got shape '
+            f'{tuple(tokens.shape)}')
+    attn = last.attn
+    dim = tokens.shape[-1]
+    x = tokens.to(attn.in_proj_weight.dtype)
+    w_v = attn.in_proj_weight[2 * dim:]
+    b_v = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * dim:]
+    v = attn.out_proj(F.linear(last.ln_1(x), w_v, b_v)) + x
+    v = v + last.mlp(last.ln_2(v))
+    v = visual.ln_post(v[:, 1:])
+    if visual.proj is not None:
+        v = v @ visual.proj
+    return F.normalize(v, dim=-1) if normalize else v
+
+
+def vit_class_token_embedding(visual: nn.Module,
+                              tokens: torch.Tensor) -> torch.Tensor:
+    """The tower's output ``(B, output_dim)`` (un-normalised) recomputed
+    from the input tokens ``(B, L, width)`` of its last block, as
+    :func:`encode_image_vit` does (class-token query only); a check that
+    captured tokens belong to a batch of embeddings."""
+    last = _last_block(visual)
+    x = tokens.to(last.attn.in_proj_weight.dtype)
+    x = x[:, :1] + self_attention(last.attn, last.ln_1(x), num_queries=1)
+    x = x + last.mlp(last.ln_2(x))
+    x = visual.ln_post(x[:, 0])
+    return x if visual.proj is None else x @ visual.proj
+
+
+class LastBlockTap:
+    """Keeps the input tokens of the last residual block of an openai-clip
+    ViT from the latest forward of the tower, batch-first ``(B, L, width)``
+    and detached, for either forward:
+
+    * CLIP's own ``visual(images)`` calls the block with sequence-first
+      tokens ``(L, B, width)``: a forward pre-hook on the block captures
+      them (transposed);
+    * :func:`encode_image_vit` does not call the block but its parts; its
+      first call, ``last.ln_1(x)``, gets the batch-first block input: a
+      forward pre-hook on ``ln_1`` captures it. Inside CLIP's own block
+      forward ``ln_1`` gets the very tensor the block got, which is
+      recognised and not captured twice.
+
+    Every captured forward replaces :attr:`value` and increments
+    :attr:`step`. Use :func:`last_block_tap` to share one tap per tower.
+    The tap holds no reference to the tower.
+    """
+
+    def __init__(self, visual: nn.Module):
+        last = _last_block(visual)
+        self.value: Optional[torch.Tensor] = None
+        self.step = 0
+        self._block_input = None
+        self._handles = [
+            last.register_forward_pre_hook(self._block_hook),
+            last.ln_1.register_forward_pre_hook(self._ln_1_hook),
+        ]
+
+    def _block_hook(self, module, args):
+        x = args[0]
+        self._block_input = x
+        self.value = x.detach().transpose(0, 1)
+        self.step += 1
+
+    def _ln_1_hook(self, module, args):
+        x = args[0]
+        if x is self._block_input:  # inside CLIP's block forward
+            self._block_input = None
+            return
+        self._block_input = None
+        self.value = x.detach()
+        self.step += 1
+
+    def remove(self) -> None:
+        """Unregister the hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+
+_BLOCK_TAPS: 'weakref.WeakKeyDictionary[nn.Module, LastBlockTap]' = \
+    weakref.WeakKeyDictionary()
+
+
+def last_block_tap(visual: nn.Module) -> LastBlockTap:
+    """The :class:`LastBlockTap` of ``visual``, created on first use."""
+    tap = _BLOCK_TAPS.get(visual)
+    if tap is None:
+        tap = _BLOCK_TAPS[visual] = LastBlockTap(visual)
+    return tap
+
+
+def encode_image_local_vit(visual: nn.Module,
+                           images: torch.Tensor,
+                           fast: bool = True,
+                           normalize: bool = True):
+    """Global embeddings and GL-MCM local features of one image forward.
+
+    Args:
+        visual: an openai-clip ``VisionTransformer``.
+        images: ``(B, 3, R, R)`` preprocessed images.
+        fast: run :func:`encode_image_vit`; ``False``: CLIP's own forward.
+        normalize: L2-normalise the global embeddings and each patch
+            feature.
+
+    Returns:
+        ``(global (B, output_dim), local (B, grid ** 2, output_dim))``:
+        the tower's output and :func:`vit_local_features` of the input
+        tokens of its last block, captured during the same forward.
+    """
+    tap = LastBlockTap(visual)
+    try:
+        glob = encode_image_vit(visual, images) if fast else visual(images)
+    finally:
+        tap.remove()
+    if tap.step != 1:
+        raise RuntimeError(f'the last block ran {tap.step} times in one '
+                           'forward of the image tower; expected once')
+    local = vit_local_features(visual, tap.value, normalize=normalize)
+    return (F.normalize(glob, dim=-1) if normalize else glob), local

@@ -32,8 +32,9 @@ class ScorerContext:
         class_embeddings: ``() -> (C, D)`` unit-norm fp32 embeddings of the
             ID prompts (computed once per weights).
         encode_text: ``(prompts, batch_size=None, progress=False,
-            token_cache_dir=None) -> (N, D)`` unit-norm fp32 embeddings
-            of full prompts; token ids are cached in ``token_cache_dir``.
+            token_cache_dir=None, normalize=True) -> (N, D)`` unit-norm
+            (``normalize=False``: raw) fp32 embeddings of full prompts;
+            token ids are cached in ``token_cache_dir``.
         text_fingerprint: ``() -> str``, sha256 of the text tower's weights
             (a cache key of everything mined from text).
         image_fingerprint: ``() -> str``, sha256 of the image tower's

@@ -1,0 +1,142 @@
+"""GL-MCM (global-local MCM) as a registered OoD scorer.
+
+The global term is MCM on the embeddings the classifier passes; the local
+term needs the patch features of the same image forward, which the
+classifier does not compute. :class:`GLMCMScorer` reads the input tokens
+of the tower's last block through a shared
+:class:`~cma_ood.models.multimodal.clip_vision.LastBlockTap` (forward
+pre-hooks valid for the fast tower and for CLIP's own forward) and
+computes the value-path features from them
+(:func:`~cma_ood.models.multimodal.clip_vision.vit_local_features`): no
+second image forward.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from mmpretrain.registry import MODELS
+
+from ..multimodal.clip_vision import (is_clip_vit, last_block_tap,
+                                      vit_class_token_embedding,
+                                      vit_local_features)
+from .base import BaseOoDScorer, ScorerContext, ScorerOutput
+from .functional.glmcm import local_mcm_score
+from .functional.logit import mcm_score
+
+#: min cosine between the classifier's embeddings and the ones recomputed
+#: from the captured tokens (a bf16 forward against an fp32 recompute
+#: agrees to ~1e-4; tokens of other images give far less)
+_MATCH_COS = 0.99
+
+
+@MODELS.register_module()
+class GLMCMScorer(BaseOoDScorer):
+    """GL-MCM: ``MCM(global) + lambda_local * L-MCM(local)``.
+
+    G is MCM at ``temperature`` on the cosines to the ID prompts; L the
+    largest softmax probability (over the ID classes, at the same
+    temperature) of any patch feature
+    (:func:`~.functional.glmcm.glmcm_score`). openai-clip ViT towers only:
+    :meth:`prepare` refuses a ResNet tower (GL-MCM's ResNet variant reads
+    the attention pool, which is not implemented here).
+
+    Args:
+        lambda_local (float): weight of L (GL-MCM's default 1.0; its
+            ImageNet script uses 0.5).
+        temperature (float): T of both softmaxes (GL-MCM: 1, raw cosine).
+        return_parts (bool): also store G and L as the score variants
+            ``name + '.global'`` and ``name + '.local'`` (MCM and L-MCM).
+        chunk_size (int): images whose patch features are computed at a
+            time (bounds the ``(chunk, 197, 4 * width)`` MLP activations).
+        at_validation (bool): also score during validation in training.
+        name (str, optional): ``'GL-MCM'`` by default.
+    """
+    default_name = 'GL-MCM'
+
+    def __init__(self,
+                 lambda_local: float = 1.0,
+                 temperature: float = 1.0,
+                 return_parts: bool = False,
+                 chunk_size: int = 64,
+                 at_validation: bool = True,
+                 name: Optional[str] = None):
+        super().__init__(name, at_validation)
+        if not temperature > 0:
+            raise ValueError(
+                f'GLMCMScorer: temperature must be > 0, got {temperature!r}')
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
+                or chunk_size < 1:
+            raise ValueError('GLMCMScorer: chunk_size must be a positive '
+                             f'int, got {chunk_size!r}')
+        self.lambda_local = float(lambda_local)
+        self.temperature = float(temperature)
+        self.return_parts = bool(return_parts)
+        self.chunk_size = chunk_size
+        self._visual = None
+        self._tap = None
+        self._seen = None
+        self._verified = False
+        self.register_buffer('class_embeds', None, persistent=False)
+
+    def prepare(self, context: ScorerContext) -> None:
+        visual = context.image_tower
+        if not is_clip_vit(visual):
+            raise ValueError(
+                f'GLMCMScorer ({self.name}) needs an openai-clip ViT image '
+                'tower (its local features are the last transformer '
+                f"block's value path), got {type(visual).__name__}; use a "
+                "ViT arch such as 'ViT-B/16' or drop GLMCMScorer")
+        self._visual = visual
+        self._tap = last_block_tap(visual)
+        self._seen = self._tap.step
+        self._verified = False
+        self.class_embeds = context.class_embeddings().float()
+
+    def _tokens(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        tap = self._tap
+        value = tap.value
+        if tap.step == self._seen or value is None \
+                or value.shape[0] != image_embeds.shape[0]:
+            raise RuntimeError(
+                f'GLMCMScorer ({self.name}): the tokens of the image '
+                "tower's last block were not captured for this batch (its "
+                'forward pre-hooks did not run). If the classifier compiles '
+                'its image forward (compile=True), build it with '
+                "compile=False or 'auto' for GL-MCM")
+        self._seen = tap.step
+        return value
+
+    def forward(self, image_embeds, cos_sim, logit_scale):
+        if self._tap is None or self.class_embeds is None:
+            raise RuntimeError('GLMCMScorer.prepare(context) must run '
+                               'before scoring')
+        tokens = self._tokens(image_embeds)
+        device = image_embeds.device
+        text = self.class_embeds.to(device)
+        local = []
+        with torch.autocast(device.type, enabled=False):
+            if not self._verified:
+                emb = F.normalize(
+                    vit_class_token_embedding(self._visual,
+                                              tokens).float(), dim=-1)
+                cos = (emb * image_embeds.float()).sum(-1)
+                if bool((cos < _MATCH_COS).any()):
+                    raise RuntimeError(
+                        f'GLMCMScorer ({self.name}): the captured tokens of '
+                        'the last block do not belong to the embeddings of '
+                        f'this batch (cosine {float(cos.min()):.4f}); was '
+                        'the image tower run on other images in between?')
+                self._verified = True
+            for start in range(0, tokens.shape[0], self.chunk_size):
+                feats = vit_local_features(
+                    self._visual, tokens[start:start + self.chunk_size])
+                local.append(
+                    local_mcm_score(feats.float() @ text.T,
+                                    self.temperature))
+            local_score = torch.cat(local)
+            global_score = mcm_score(cos_sim.float(), self.temperature)
+        score = global_score + self.lambda_local * local_score
+        if not self.return_parts:
+            return score
+        return ScorerOutput(score, variants={'.global': global_score,
+                                             '.local': local_score})
