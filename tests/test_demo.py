@@ -40,6 +40,12 @@ def test_demo_trains_and_evaluates(tmp_path):
     # its zero-shot confidence
     assert report['scores']['MSP']['unseen_shapes'][
         'AUROC'] > MIN_NEAR_OOD_AUROC
+    # the diagnostics (docs/diagnostics.md): bootstrap intervals, and the
+    # per-image table with one row per test image
+    near = report['scores']['MSP']['unseen_shapes']
+    assert near['AUROC_lo'] < near['AUROC'] < near['AUROC_hi']
+    with open(osp.join(osp.dirname(report_path), 'ood_per_image.csv')) as f:
+        assert sum(1 for _ in f) == 1 + sum(report['num_samples'].values())
 
 
 def _train_briefly(work_dir, seed=0):

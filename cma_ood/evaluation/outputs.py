@@ -8,9 +8,15 @@
 - ``ood_plots/{score}_{set}.png`` and ``.pdf``: ROC + histogram of each
   score on each OoD set (:func:`~cma_ood.evaluation.plots.ood_pair_figure`);
 - ``ood_plots/summary.png`` and ``.pdf``: every score x every OoD set
-  (:func:`~cma_ood.evaluation.plots.ood_summary_figure`).
+  (:func:`~cma_ood.evaluation.plots.ood_summary_figure`);
+- ``ood_per_image.csv`` (given ``per_image``): a row per image
+  (:mod:`~cma_ood.evaluation.per_image`);
+- ``ood_plots/contact_{score}_{set}.png`` (given ``contact`` and with the
+  plots): the images each score gets most wrong
+  (:func:`~cma_ood.evaluation.contact_sheet.contact_sheet_figure`);
 
-and logs one line naming the JSON file and the plot folder.
+and logs one line naming the JSON file and the plot folder (and a second
+one for the per-image table and the contact sheets, when written).
 """
 import json
 import os.path as osp
@@ -20,6 +26,8 @@ import numpy as np
 from mmengine.logging import print_log
 
 from ..utils.checkpoint import atomic_write_text
+from .contact_sheet import contact_sheet_figure, save_contact_sheet
+from .per_image import PER_IMAGE_FILE, per_image_csv_text
 from .plots import (PNG_DPI, is_ood_positive, ood_pair_figure,
                     ood_summary_figure, save_figure)
 
@@ -42,6 +50,12 @@ def pair_plot_path(out_dir: str, score: str, ood_set: str) -> str:
                     f'{safe_name(score)}_{safe_name(ood_set)}.png')
 
 
+def contact_sheet_path(out_dir: str, score: str, ood_set: str) -> str:
+    """PNG path of the contact sheet of ``score`` on ``ood_set``."""
+    return osp.join(out_dir, PLOT_DIR,
+                    f'contact_{safe_name(score)}_{safe_name(ood_set)}.png')
+
+
 def summary_plot_path(out_dir: str) -> str:
     """PNG path of the run's summary figure (PDF: same stem)."""
     return osp.join(out_dir, PLOT_DIR, f'{SUMMARY_STEM}.png')
@@ -58,7 +72,9 @@ def outputs_log_line(json_path: str, plot_dir: Optional[str]) -> str:
 def write_ood_outputs(report: Mapping,
                       scores: Mapping[str, Mapping[str, np.ndarray]],
                       out_dir: str,
-                      save_plots: bool = True) -> Dict[str, object]:
+                      save_plots: bool = True,
+                      per_image: Optional[tuple] = None,
+                      contact: Optional[Mapping] = None) -> Dict[str, object]:
     """Write the JSON report and (optionally) the plots of one evaluation.
 
     Args:
@@ -71,10 +87,16 @@ def write_ood_outputs(report: Mapping,
             ``report['scores']``.
         out_dir: output folder (created).
         save_plots: write the plots; the JSON is always written.
+        per_image: ``(header, rows)`` of the per-image table
+            (:attr:`OoDMetric.last_per_image`), written to
+            ``ood_per_image.csv``; None: no table.
+        contact: :attr:`OoDMetric.last_contact`; a contact sheet is drawn
+            per score and OoD set in it (with ``save_plots``).
 
     Returns:
         ``dict(json=path, plot_dir=path or None, plots=[PNG and PDF paths
-        in writing order])``.
+        in writing order])``, plus ``per_image`` (the CSV path) and
+        ``contact_sheets`` (PNG paths) where those were written.
     """
     id_source = report['id_source']
     protocol = report.get('metric_protocol', 'mos')
@@ -107,4 +129,25 @@ def write_ood_outputs(report: Mapping,
                                      id_name=id_source)
             written.extend(save_figure(fig, summary_plot_path(out_dir)))
     print_log(outputs_log_line(json_path, plot_dir), logger='current')
-    return dict(json=json_path, plot_dir=plot_dir, plots=written)
+    out = dict(json=json_path, plot_dir=plot_dir, plots=written)
+    extras = []
+    if per_image is not None:
+        out['per_image'] = osp.join(out_dir, PER_IMAGE_FILE)
+        atomic_write_text(out['per_image'], per_image_csv_text(*per_image))
+        extras.append(f"per-image table: {out['per_image']}")
+    if save_plots and contact:
+        sheets = []
+        for name, by_set in contact['sheets'].items():
+            for ood_set, items in by_set.items():
+                fig = contact_sheet_figure(
+                    items['ood'], items['id'], score_name=name,
+                    ood_name=ood_set, id_name=contact['id_source'],
+                    count=contact['count'])
+                sheets.append(save_contact_sheet(
+                    fig, contact_sheet_path(out_dir, name, ood_set)))
+        out['contact_sheets'] = sheets
+        extras.append(f'contact sheets: {len(sheets)} PNGs '
+                      f'({osp.join(out_dir, PLOT_DIR)}/contact_*)')
+    if extras:
+        print_log('OoD ' + '; '.join(extras), logger='current')
+    return out

@@ -207,9 +207,9 @@ def test_protocol_reaches_numbers_table_and_json(protocol, positive,
     with open(tmp_path / 'ood_results.json') as f:
         report = json.load(f)
     assert report['metric_protocol'] == protocol
-    # every key of the report is still there
+    # every key of the report is still there (and the bootstrap settings)
     assert set(report) == {'id_source', 'metric_protocol', 'scores',
-                           'num_samples', 'id_accuracy_top1'}
+                           'num_samples', 'id_accuracy_top1', 'bootstrap'}
     assert report['id_source'] == 'ID'
     assert report['id_accuracy_top1'] == pytest.approx(
         want['accuracy/top1'])

@@ -123,7 +123,8 @@ def test_scorer_settings_default_to_the_model_constructor():
 def test_to_jsonable():
     assert to_jsonable(dict(a=(1, 2.5), b=np.float32(0.5), c=None,
                             d=MCMScorer, e=np.int64(3))) == dict(
-        a=[1, 2.5], b=0.5, c=None, d='cma_ood.models.ood_scorers.logit.MCMScorer', e=3)
+        a=[1, 2.5], b=0.5, c=None,
+        d='cma_ood.models.ood_scorers.logit.MCMScorer', e=3)
 
 
 # ---------------------------------------------------------------- the hook
@@ -192,7 +193,8 @@ def test_hook_writes_the_report_with_provenance(tmp_path, monkeypatch):
     with open(tmp_path / 'log' / 'ood_results.json') as f:
         report = json.load(f)
     assert set(report) == {'id_source', 'metric_protocol', 'scores',
-                           'num_samples', 'id_accuracy_top1', 'provenance'}
+                           'num_samples', 'id_accuracy_top1', 'provenance',
+                           'bootstrap'}
     assert report['scores']['E']['far']['FPR95'] == pytest.approx(
         got['ood/E/far/FPR95'])
     prov = report['provenance']
@@ -209,7 +211,9 @@ def test_hook_writes_the_report_with_provenance(tmp_path, monkeypatch):
         dict(type='EnergyScorer', name='E', args=dict(name='E'))]
     log_dir = runner.log_dir
     assert logged == [f'OoD results: {log_dir}/ood_results.json; plots '
-                      f'(PNG 200 dpi + PDF): {log_dir}/ood_plots'] * 2
+                      f'(PNG 200 dpi + PDF): {log_dir}/ood_plots',
+                      f'OoD per-image table: {log_dir}/ood_per_image.csv'
+                      ] * 2
     assert sorted(p.name for p in (tmp_path / 'log' / 'ood_plots').iterdir()
                   ) == ['E_far.pdf', 'E_far.png', 'MCM_far.pdf',
                         'MCM_far.png', 'summary.pdf', 'summary.png']
@@ -224,7 +228,7 @@ def test_hook_keeps_a_configured_out_dir_and_save_plots(tmp_path):
     _evaluate(metric)
     hook.after_test_epoch(runner, {})
     assert sorted(p.name for p in (tmp_path / 'mine').iterdir()) == [
-        'ood_results.json']
+        'ood_per_image.csv', 'ood_results.json']
     with open(tmp_path / 'mine' / 'ood_results.json') as f:
         prov = json.load(f)['provenance']
     assert prov['checkpoint_path'] is prov['checkpoint_sha256'] is None

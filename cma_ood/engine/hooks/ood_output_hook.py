@@ -21,7 +21,9 @@ class OoDOutputHook(Hook):
     ``last_scores``) is told to leave the files to this hook, and every
     metric with an unset ``out_dir`` attribute gets ``runner.log_dir``.
     After the epoch, on the main process, the hook writes each such
-    metric's last results into its ``out_dir`` with
+    metric's last results (with its per-image table and contact sheets,
+    ``last_per_image`` / ``last_contact``, where it keeps them) into its
+    ``out_dir`` with
     :func:`cma_ood.evaluation.outputs.write_ood_outputs`, adding to the JSON
     a ``provenance`` record (:func:`cma_ood.evaluation.provenance.
     run_provenance`): config path and sha256, checkpoint (``load_from``)
@@ -92,7 +94,9 @@ class OoDOutputHook(Hook):
             write_ood_outputs(
                 dict(report, provenance=provenance), metric.last_scores,
                 metric.out_dir, save_plots=getattr(metric, 'save_plots',
-                                                   True))
+                                                   True),
+                per_image=getattr(metric, 'last_per_image', None),
+                contact=getattr(metric, 'last_contact', None))
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self._write(runner, runner.val_evaluator)
