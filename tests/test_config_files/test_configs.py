@@ -52,7 +52,7 @@ def test_config_loads_and_builds(path):
         # (configs/linear-probe): its input size is the pipeline's
         _check_feature_backbone(model_cfg, cfg)
         return
-    model = MODELS.build(model_cfg)
+    model = _build_on_meta(model_cfg)
     if hasattr(model, 'clip'):
         assert model.clip.visual.input_resolution == _crop_size(cfg)
     elif model_cfg.type in ('OoDImageClassifier', 'OoDTimmClassifier'):
@@ -87,7 +87,7 @@ def test_config_loads_and_builds(path):
             for split in extraction.splits.values():
                 assert size == _crop_size(split.dataloader)
             return
-        clip_model = MODELS.build(dict(extraction.model, pretrained=None))
+        clip_model = _build_on_meta(dict(extraction.model, pretrained=None))
         from cma_ood.models.multimodal.clip_vision import image_feature_dim
         assert model.in_dim == image_feature_dim(
             clip_model.clip.visual,
@@ -96,6 +96,16 @@ def test_config_loads_and_builds(path):
             assert clip_model.clip.visual.input_resolution == _crop_size(
                 split.dataloader)
     assert cfg.test_evaluator and cfg.test_dataloader
+
+
+def _build_on_meta(model_cfg):
+    """Build a CLIP model config on the meta device: shapes and wiring
+    without the seconds that initialising a ViT-B/16's weights takes."""
+    import torch
+    if model_cfg['type'] != 'MultiModalClassifier':
+        return MODELS.build(model_cfg)  # small (or not meta-safe: mmcv)
+    with torch.device('meta'):
+        return MODELS.build(model_cfg)
 
 
 def _check_feature_backbone(model_cfg, *dataloaders):

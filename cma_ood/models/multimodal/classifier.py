@@ -189,12 +189,14 @@ class MultiModalClassifier(BaseModel):
         for attr, template in (('train_tokens', self.train_template),
                                ('test_tokens', self.test_template)):
             tokens = self.tokenize(
-                [template.format(c) for c in self.classnames]).to(device)
+                [template.format(c) for c in self.classnames])
+            if attr == 'train_tokens':
+                # positions each training prompt needs (last EOT + 1), kept
+                # on the CPU so that cutting a batch's tokens never waits
+                # for the GPU
+                self._train_lengths = tokens.argmax(dim=-1) + 1
             # buffers move with the model but are not saved in checkpoints
-            self.register_buffer(attr, tokens, persistent=False)
-        # positions each training prompt needs (last EOT + 1), kept on the
-        # CPU so that cutting a batch's tokens never waits for the GPU
-        self._train_lengths = self.train_tokens.argmax(dim=-1).cpu() + 1
+            self.register_buffer(attr, tokens.to(device), persistent=False)
 
     @property
     def num_classes(self) -> int:
