@@ -616,6 +616,7 @@ def format_ood_table(report: dict) -> str:
     over its seeds of the mean over the OoD sets.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     acc = report.get('id_accuracy_top1')
     protocol = report.get('metric_protocol', 'mos')
@@ -641,10 +642,16 @@ def format_ood_table(report: dict) -> str:
             return f'{vals[k]:.2f}'
         return f'{vals[k]:.2f} ± {(hi - lo) / 2:.2f}'
 
+    # a stream scorer's per-stream pairs ('AdaNeg[SUN]', kept in the JSON
+    # for their plots) repeat its own row's figures: not shown twice
+    stream_rows = tuple(f'{name}[' for name in report.get('streams', {}))
     for name, summary in report['scores'].items():
+        if stream_rows and name.startswith(stream_rows):
+            continue
         spread = spreads.get(name, {}).get('mean')
         for i, (source, vals) in enumerate(summary.items()):
-            table.add_row(name if i == 0 else '', source,
+            # names are plain text, not rich markup ('[...]' is markup)
+            table.add_row(escape(name) if i == 0 else '', escape(source),
                           *[cell(vals, k) for k in METRIC_KEYS],
                           str(sizes.get(source, '')),
                           end_section=i == len(summary) - 1 and not spread)

@@ -18,6 +18,7 @@ import cma_ood  # noqa: F401
 from _helpers import REPO
 from cma_ood.engine.hooks import PrepareScorersHook
 from cma_ood.evaluation import OoDMetric, ood_metrics
+from cma_ood.evaluation.ood_metric import format_ood_table
 from cma_ood.models import MultiModalClassifier
 from cma_ood.models.multimodal.clip_builder import tokenize
 from cma_ood.models.ood_scorers.functional.adaneg import (
@@ -183,6 +184,9 @@ def test_stream_through_the_metric_equals_the_published_protocol(txt_dir):
     assert 'AdaNeg' not in metric.last_scores  # the placeholder is gone
     assert list(report['scores'])[0] == 'AdaNeg'  # in its place
     assert 'ood/MCM/A/AUROC' in res  # other scores as before
+    # the logged table shows the AdaNeg row once, not its per-stream pairs
+    table = format_ood_table(report)
+    assert table.count('AdaNeg') == 1 and 'AdaNeg[' not in table
 
     # the memory is reset per OoD set: streams over A and B at once equal
     # a stream over each alone

@@ -427,7 +427,7 @@ def test_csp_configs():
             if f'{n}.txt' not in PUBLISHED_EXCLUDE)
         if 'cma/' in path:
             assert cfg.model.loss == dict(type='CMALoss', lam=0.001)
-    demo = Config.fromfile(
-        str(REPO / 'configs/demo/csp_clip-tiny-rn_1xb256_shapes.py'))
+    demo = Config.fromfile(str(
+        REPO / 'configs/demo/zero-shot-scores_clip-tiny-rn_1xb256_shapes.py'))
     assert [s.type for s in demo.model.ood_scorers] == [
-        'MCMScorer', 'NegLabelScorer', 'CSPScorer']
+        'MCMScorer', 'NegLabelScorer', 'CSPScorer', 'AdaNegScorer']
