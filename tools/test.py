@@ -8,6 +8,8 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
+from cma_ood.models.multimodal.open_clip_builder import (
+    is_open_clip_arch, parse_open_clip_arch)
 from cma_ood.utils.checkpoint import (add_trust_checkpoint_argument,
                                       install_checkpoint_loader)
 
@@ -71,6 +73,16 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def is_random_init(model_cfg) -> bool:
+    """Whether a model config builds random weights: ``pretrained`` is
+    None and, for open_clip, ``arch`` names no pretrained tag."""
+    if model_cfg.get('pretrained', 0) is not None:
+        return False
+    arch = model_cfg.get('arch')
+    return not (is_open_clip_arch(arch)
+                and parse_open_clip_arch(arch)[1] is not None)
+
+
 def main():
     args = parse_args()
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
@@ -78,12 +90,14 @@ def main():
     cfg = merge_args(Config.fromfile(args.config), args)
     install_checkpoint_loader(trust=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg)
-    if cfg.load_from is None and cfg.model.get('pretrained', 0) is None:
+    if cfg.load_from is None and is_random_init(cfg.model):
         runner.logger.warning(
             'Testing a randomly initialised model: no checkpoint was given '
             'and model.pretrained is None. Pass a checkpoint, or set '
-            "model.pretrained='openai' (or a weights file) for zero-shot "
-            'CLIP; the numbers below mean nothing otherwise.')
+            "model.pretrained ('openai' for OpenAI's CLIP, or a weights "
+            "file; for open_clip, a tag in model.arch: "
+            "'open_clip:MODEL/TAG'); the numbers below mean nothing "
+            'otherwise.')
     if args.out is not None:
         mmengine.mkdir_or_exist(osp.dirname(osp.abspath(args.out)))
         runner.test_evaluator.metrics.append(

@@ -250,3 +250,21 @@ class _LossRecorder(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         self.losses.append(outputs['loss'].item())
+
+
+def test_tools_test_warns_about_random_weights_only_without_a_tag():
+    import importlib.util
+    import os.path as osp
+
+    from _helpers import REPO
+    spec = importlib.util.spec_from_file_location(
+        'cma_ood_tools_test', osp.join(REPO, 'tools', 'test.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.is_random_init(dict(arch='ViT-B/16', pretrained=None))
+    assert not tool.is_random_init(dict(arch='ViT-B/16', pretrained='openai'))
+    assert tool.is_random_init(dict(arch=ARCH, pretrained=None))
+    # a tag names the weights open_clip downloads
+    assert not tool.is_random_init(
+        dict(arch='open_clip:ViT-B-16/laion2b_s34b_b88k', pretrained=None))
+    assert not tool.is_random_init(dict(type='OoDImageClassifier'))
