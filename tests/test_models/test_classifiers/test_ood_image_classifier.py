@@ -143,3 +143,11 @@ def test_timm_classifier_scores_are_the_formulas_of_timms_logits(tmp_path):
         MODELS.build(dict(cfg.model, model_name='test_convnext',
                           pretrained=False,
                           ood_scorers=[dict(type='MCMScorer')]))
+
+
+def test_timm_classifier_without_timm_names_the_extra(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'timm', None)
+    with pytest.raises(ImportError, match=r'cma_ood\[timm\]'):
+        MODELS.build(dict(type='OoDTimmClassifier',
+                          model_name='test_convnext', pretrained=False))
