@@ -12,7 +12,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..classifiers.ood_image_classifier import LOGIT_SCORERS
-from ..ood_scorers.base import ScorerContext, ScorerOutput
+from ..ood_scorers.base import (ScorerContext, check_unique_names,
+                                run_scorers, sample_details)
 from ..ood_scorers.feature import KNNScorer, MahalanobisScorer
 from ..ood_scorers.probe import ProbeScorer
 from ..probes.linear_probe import probe_logits
@@ -311,9 +312,7 @@ class FeatureBackbone(BaseModel):
                     'model (MultiModalClassifier); a FeatureBackbone feeds '
                     'ProbeScorer, MahalanobisScorer, KNNScorer and, for a '
                     'classifier, MSPScorer, MaxLogitScorer, EnergyScorer')
-        names = [s.name for s in scorers]
-        if len(set(names)) != len(names):
-            raise ValueError(f'OoD scorer names must be unique, got {names}')
+        check_unique_names(scorers)
         return nn.ModuleList(scorers)
 
     def _check_predict_with(self, predict_with):
@@ -472,18 +471,8 @@ class FeatureBackbone(BaseModel):
         embeds = F.normalize(feats, dim=-1)
         cos = logits.float() if logits is not None else \
             feats.new_zeros((feats.shape[0], 0))
-        one = feats.new_ones(())
-        scores: Dict[str, torch.Tensor] = {}
-        details: Dict[str, dict] = {}
-        for scorer in self.ood_scorers:
-            out = scorer(embeds, cos, one)
-            if not isinstance(out, ScorerOutput):
-                out = ScorerOutput(out)
-            scores[scorer.name] = out.score.float()
-            for suffix, variant in out.variants.items():
-                scores[scorer.name + suffix] = variant.float()
-            if out.per_image:
-                details[scorer.name] = out.per_image
+        scores, details = run_scorers(self.ood_scorers, embeds, cos,
+                                      feats.new_ones(()))
         pred = self._prediction_logits(feats, logits)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
@@ -497,11 +486,7 @@ class FeatureBackbone(BaseModel):
                 ds.set_pred_score(probs[i]).set_pred_label(
                     probs[i].argmax(dim=-1, keepdim=True))
             if details:
-                ds.ood_details = {
-                    name: {key: (value[i].cpu() if torch.is_tensor(value)
-                                 else value[i])
-                           for key, value in per_image.items()}
-                    for name, per_image in details.items()}
+                ds.ood_details = sample_details(details, i)
         return data_samples
 
     def _prediction_logits(self, feats: torch.Tensor,

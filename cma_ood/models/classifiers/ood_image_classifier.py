@@ -10,6 +10,7 @@ from mmpretrain.models import ImageClassifier, TimmClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ..ood_scorers.base import check_unique_names
 from ..ood_scorers.logit import EnergyScorer, MaxLogitScorer, MSPScorer
 
 #: the scorers that need only logits (the others need a CLIP model)
@@ -32,9 +33,7 @@ def build_logit_scorers(ood_scorers: Sequence[dict],
                 f'{type(scorer).__name__} needs a CLIP model '
                 '(MultiModalClassifier). Use MSPScorer, MaxLogitScorer '
                 'or EnergyScorer')
-    names = [s.name for s in scorers]
-    if len(set(names)) != len(names):
-        raise ValueError(f'OoD scorer names must be unique, got {names}')
+    check_unique_names(scorers)
     return nn.ModuleList(scorers)
 
 

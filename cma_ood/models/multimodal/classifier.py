@@ -10,7 +10,8 @@ from mmengine.utils import ProgressBar
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..ood_scorers.base import ScorerContext, ScorerOutput
+from ..ood_scorers.base import (ScorerContext, check_unique_names,
+                                run_scorers, sample_details)
 from ..utils.fingerprint import image_tower_sha256, text_tower_sha256
 from ..utils.prompts import check_template, resolve_classnames
 from .clip_builder import build_clip, build_tokenizer, cached_tokenize
@@ -135,9 +136,7 @@ class MultiModalClassifier(BaseModel):
         self.loss_module = MODELS.build(loss)
         self.ood_scorers = nn.ModuleList(
             [MODELS.build(cfg) for cfg in ood_scorers])
-        names = [s.name for s in self.ood_scorers]
-        if len(set(names)) != len(names):
-            raise ValueError(f'OoD scorer names must be unique, got {names}')
+        check_unique_names(self.ood_scorers)
         self.max_logit_scale = max_logit_scale
         self.text_batch_size = text_batch_size
         # our fast text tower applies to openai-clip's layout only
@@ -455,19 +454,7 @@ class MultiModalClassifier(BaseModel):
         self.prepare_scorers(validating=self._validating)
         logits, cos_sim, image_embeds = self._zero_shot_logits(inputs)
         scale = self.logit_scale()
-        scores, details = {}, {}
-        for scorer in scorers:
-            out = scorer(image_embeds, cos_sim, scale)
-            if not isinstance(out, ScorerOutput):
-                out = ScorerOutput(out)
-            scores[scorer.name] = out.score.float()
-            for suffix, variant in out.variants.items():
-                scores[scorer.name + suffix] = variant.float()
-            if out.per_image:
-                details[scorer.name] = {
-                    key: value.cpu() if torch.is_tensor(value) else value
-                    for key, value in out.per_image.items()
-                }
+        scores, details = run_scorers(scorers, image_embeds, cos_sim, scale)
         probs = logits.float().softmax(dim=-1)
         # one device-to-host copy per batch and per-image views made by
         # unbind: the Python loop below is the only per-image work
@@ -486,9 +473,5 @@ class MultiModalClassifier(BaseModel):
             ds.pred_cos = cos
             ds.ood_scores = dict(zip(names, row))
             if details:
-                ds.ood_details = {
-                    name: {key: value[i]
-                           for key, value in per_image.items()}
-                    for name, per_image in details.items()
-                }
+                ds.ood_details = sample_details(details, i)
         return data_samples

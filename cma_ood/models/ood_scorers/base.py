@@ -8,7 +8,7 @@ to :meth:`BaseOoDScorer.prepare` whenever the weights changed; scorers
 never reach into the classifier itself.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -122,3 +122,46 @@ class BaseOoDScorer(nn.Module):
         exponentiated ``logit_scale``; or a :class:`ScorerOutput` with
         score variants and per-image details."""
         raise NotImplementedError
+
+
+def check_unique_names(scorers: Sequence[nn.Module]) -> None:
+    """Scorer names key the results: a repeated name is an error."""
+    names = [s.name for s in scorers]
+    if len(set(names)) != len(names):
+        raise ValueError(f'OoD scorer names must be unique, got {names}')
+
+
+def run_scorers(scorers: Sequence[nn.Module], image_embeds: torch.Tensor,
+                cos_sim: torch.Tensor, logit_scale: torch.Tensor
+                ) -> Tuple[Dict[str, torch.Tensor], Dict[str, dict]]:
+    """Call every scorer on one batch.
+
+    Returns:
+        ``(scores, details)``: ``{key: (B,) float}`` with each scorer's
+        score under its name and its :class:`ScorerOutput` variants under
+        ``name + suffix``, in scorer order; ``{name: {key: (B, ...) tensor
+        on the CPU or length-B list}}`` of the scorers with per-image
+        details.
+    """
+    scores: Dict[str, torch.Tensor] = {}
+    details: Dict[str, dict] = {}
+    for scorer in scorers:
+        out = scorer(image_embeds, cos_sim, logit_scale)
+        if not isinstance(out, ScorerOutput):
+            out = ScorerOutput(out)
+        scores[scorer.name] = out.score.float()
+        for suffix, variant in out.variants.items():
+            scores[scorer.name + suffix] = variant.float()
+        if out.per_image:
+            details[scorer.name] = {
+                key: value.cpu() if torch.is_tensor(value) else value
+                for key, value in out.per_image.items()
+            }
+    return scores, details
+
+
+def sample_details(details: Dict[str, dict], i: int) -> Dict[str, dict]:
+    """The per-image details of :func:`run_scorers` of image ``i``, as
+    ``DataSample.ood_details``: ``{name: {key: value[i]}}``."""
+    return {name: {key: value[i] for key, value in per_image.items()}
+            for name, per_image in details.items()}
