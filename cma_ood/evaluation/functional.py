@@ -21,6 +21,7 @@ resamples (vectorised, exact per resample) and :func:`percentile_interval`
 their percentile interval (docs/diagnostics.md).
 """
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -168,6 +169,32 @@ def _trapezoid_aupr(labels: np.ndarray, scores: np.ndarray) -> float:
     (label 1 positive, higher score = more positive), as a fraction."""
     precision, recall, _ = precision_recall_curve(labels, scores)
     return float(auc(recall, precision))
+
+
+#: the metrics of :func:`ood_metrics`, in the order of the OoD tables
+METRIC_KEYS = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
+
+
+def mean_metrics(per_set) -> Dict[str, float]:
+    """The mean of each metric (:data:`METRIC_KEYS`) over the metric dicts
+    ``per_set`` (e.g. the OoD sets of a benchmark)."""
+    per_set = list(per_set)
+    return {k: float(np.mean([m[k] for m in per_set])) for k in METRIC_KEYS}
+
+
+def summarise_sets(per_set: Mapping[str, Dict[str, float]],
+                   groups: Optional[Mapping[str, Sequence[str]]] = None
+                   ) -> Dict[str, Dict[str, float]]:
+    """``per_set`` (``{set: metrics}``) followed by their ``mean`` and, per
+    group of ``groups`` (``{group: member sets}``) with a member present,
+    the mean over its members (an ordered dict)."""
+    summary = OrderedDict(per_set)
+    summary['mean'] = mean_metrics(per_set.values())
+    for group, members in (groups or {}).items():
+        got = [per_set[m] for m in members if m in per_set]
+        if got:
+            summary[group] = mean_metrics(got)
+    return summary
 
 
 def _mos_metrics(ind, ood, scores, is_id) -> Dict[str, float]:

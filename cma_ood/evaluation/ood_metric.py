@@ -11,13 +11,13 @@ from mmpretrain.registry import METRICS
 
 from .contact_sheet import (CONTACT_COUNT, THUMBNAIL_SIZE, contact_items,
                             make_thumbnail, merge_extremes, select_extremes)
-from .functional import (BOOTSTRAP_RESAMPLES, bootstrap_ood_metrics,
-                         check_protocol, ood_metrics, percentile_interval)
+from .functional import (BOOTSTRAP_RESAMPLES, METRIC_KEYS,
+                         bootstrap_ood_metrics, check_protocol, ood_metrics,
+                         percentile_interval, summarise_sets)
 from .outputs import write_ood_outputs
 from .per_image import per_image_table
 from .streams import apply_stream_scorers, stream_embedding
 
-METRIC_KEYS = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
 
 #: Positive class of each metric protocol, for the table title.
 _PROTOCOL_POSITIVE = dict(mos='ID positive', cma='ID positive',
@@ -416,29 +416,9 @@ class OoDMetric(BaseMetric):
             metrics['accuracy/top1'] = 100.0 * float(np.mean(acc))
         score_arrays = OrderedDict()
         for name, by_source in scores.items():
-            if id_source not in by_source:
-                raise ValueError(f'OoDMetric: no ID samples ({id_source!r}) '
-                                 f'were scored with {name!r}')
-            arrays = {s: np.asarray(v, np.float64)
-                      for s, v in by_source.items()}
-            for source, arr in arrays.items():
-                bad = int((~np.isfinite(arr)).sum())
-                if bad:
-                    raise ValueError(
-                        f'OoDMetric: score {name!r} is NaN or infinite for '
-                        f'{bad} of {arr.size} samples of dataset {source!r}')
-            per_set = OrderedDict()
-            for source in ood_sources:
-                if source in arrays:
-                    per_set[source] = ood_metrics(
-                        arrays[id_source], arrays[source],
-                        protocol=self.protocol)
-            summary = OrderedDict(per_set)
-            summary['mean'] = _mean(per_set.values())
-            for group, members in groups.items():
-                member_metrics = [per_set[m] for m in members if m in per_set]
-                if member_metrics:
-                    summary[group] = _mean(member_metrics)
+            arrays = _checked_arrays(name, by_source, id_source)
+            summary = _summary(arrays, id_source, ood_sources, groups,
+                               self.protocol)
             for source, vals in summary.items():
                 for key in METRIC_KEYS:
                     metrics[f'{name}/{source}/{key}'] = vals[key]
@@ -539,30 +519,9 @@ class OoDMetric(BaseMetric):
                 continue
             summaries = [report['scores'][name]]
             for key in keys:
-                by_source = all_scores[key]
-                if id_source not in by_source:
-                    raise ValueError(
-                        f'OoDMetric: no ID samples ({id_source!r}) were '
-                        f'scored with {key!r}')
-                arrays = {s: np.asarray(v, np.float64)
-                          for s, v in by_source.items()}
-                for source, arr in arrays.items():
-                    bad = int((~np.isfinite(arr)).sum())
-                    if bad:
-                        raise ValueError(
-                            f'OoDMetric: score {key!r} is NaN or infinite '
-                            f'for {bad} of {arr.size} samples of dataset '
-                            f'{source!r}')
-                per_set = OrderedDict(
-                    (s, ood_metrics(arrays[id_source], arrays[s],
-                                    protocol=self.protocol))
-                    for s in ood_sources if s in arrays)
-                summary = OrderedDict(per_set)
-                summary['mean'] = _mean(per_set.values())
-                for group, members in (groups or {}).items():
-                    got = [per_set[m] for m in members if m in per_set]
-                    if got:
-                        summary[group] = _mean(got)
+                arrays = _checked_arrays(key, all_scores[key], id_source)
+                summary = _summary(arrays, id_source, ood_sources, groups,
+                                   self.protocol)
                 report['seed_variant_scores'][key] = summary
                 summaries.append(summary)
             report['seed_variance'][name] = seed_variance(summaries)
@@ -599,9 +558,31 @@ class OoDMetric(BaseMetric):
                     sheets=sheets)
 
 
-def _mean(per_set) -> Dict[str, float]:
-    per_set = list(per_set)
-    return {k: float(np.mean([m[k] for m in per_set])) for k in METRIC_KEYS}
+def _checked_arrays(name: str, by_source: dict,
+                    id_source: str) -> Dict[str, np.ndarray]:
+    """``{source: float64 scores}`` of one score key, with an error naming
+    the key and the set where the ID set is missing or a score is not
+    finite."""
+    if id_source not in by_source:
+        raise ValueError(f'OoDMetric: no ID samples ({id_source!r}) were '
+                         f'scored with {name!r}')
+    arrays = {s: np.asarray(v, np.float64) for s, v in by_source.items()}
+    for source, arr in arrays.items():
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise ValueError(
+                f'OoDMetric: score {name!r} is NaN or infinite for '
+                f'{bad} of {arr.size} samples of dataset {source!r}')
+    return arrays
+
+
+def _summary(arrays: Dict[str, np.ndarray], id_source: str,
+             ood_sources: Sequence[str], groups, protocol: str):
+    """The metrics of each OoD set against the ID set (in
+    ``ood_sources`` order), their ``mean`` and each group's mean."""
+    return summarise_sets(OrderedDict(
+        (s, ood_metrics(arrays[id_source], arrays[s], protocol=protocol))
+        for s in ood_sources if s in arrays), groups)
 
 
 def format_ood_table(report: dict) -> str:

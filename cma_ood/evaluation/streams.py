@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
-from .functional import ood_metrics
+from .functional import METRIC_KEYS, ood_metrics, summarise_sets
 
 #: the ``ood_details`` key of a stream scorer's image embeddings
 EMBEDDING_KEY = 'embedding'
@@ -105,17 +105,6 @@ def _embeddings_by_source(results: Sequence[Mapping]) -> Dict[str, tuple]:
     return {s: (idx, np.stack(embs)) for s, (idx, embs) in rows.items()}
 
 
-def _metric_order(key: str) -> int:
-    """The metric table's column order (OoDMetric's METRIC_KEYS)."""
-    order = ('FPR95', 'AUROC', 'AUPR_IN', 'AUPR_OUT')
-    return order.index(key) if key in order else len(order)
-
-
-def _mean(per_set) -> Dict[str, float]:
-    per_set = list(per_set)
-    return {k: float(np.mean([m[k] for m in per_set])) for k in per_set[0]}
-
-
 def apply_stream_scorers(scorers: Mapping[str, object],
                          results: Sequence[Mapping],
                          id_source: str,
@@ -158,17 +147,12 @@ def apply_stream_scorers(scorers: Mapping[str, object],
             sets[source] = dict(num_id=int(id_arr.size),
                                 num_ood=int(ood_arr.size))
             pairs[source] = (id_arr, ood_arr)
-        summary = OrderedDict(per_set)
-        if per_set:
-            summary['mean'] = _mean(per_set.values())
-        for group, members in (groups or {}).items():
-            member_metrics = [per_set[m] for m in members if m in per_set]
-            if member_metrics:
-                summary[group] = _mean(member_metrics)
+        summary = summarise_sets(per_set, groups) if per_set \
+            else OrderedDict()
         for key in [k for k in metrics if k.startswith(f'{name}/')]:
             del metrics[key]
         for source, vals in summary.items():
-            for key in sorted(vals, key=_metric_order):
+            for key in METRIC_KEYS:
                 metrics[f'{name}/{source}/{key}'] = vals[key]
         report.setdefault('scores', {})[name] = summary
         score_arrays.pop(name, None)
