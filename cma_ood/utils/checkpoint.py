@@ -32,7 +32,7 @@ import os
 import os.path as osp
 import pickle
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -328,6 +328,18 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 
 # -------------------------------------------------- state-dict comparison
+def strip_prefixes(key: str, prefixes: Sequence[str]) -> str:
+    """``key`` without any leading ``prefixes`` (in any order, repeated:
+    ``'module.clip.visual.proj'`` -> ``'visual.proj'``)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
 def state_dict_mismatch(model_state: Dict[str, Any],
                         ckpt_state: Dict[str, Any],
                         limit: int = 5) -> Optional[str]:

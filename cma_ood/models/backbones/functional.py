@@ -22,14 +22,14 @@ import json
 import math
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from ...utils.checkpoint import (CheckpointFileError,
                                  installed_checkpoint_trust, safe_torch_load,
-                                 state_dict_mismatch)
+                                 state_dict_mismatch, strip_prefixes)
 from ..utils.fingerprint import hash_tensors
 
 #: what to install for ``source='timm'``
@@ -100,19 +100,7 @@ def read_state_dict(path: str, trust: Optional[bool] = None
         raise CheckpointFileError(
             f'{path} holds no state dict (a dict of tensors, or one under '
             f'{list(WRAPPER_KEYS)})')
-    return {strip_prefixes(k): v for k, v in state.items()}
-
-
-def strip_prefixes(key: str,
-                   prefixes: Sequence[str] = WRAPPER_PREFIXES) -> str:
-    """``key`` without any leading wrapper prefixes (in any order)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return {strip_prefixes(k, WRAPPER_PREFIXES): v for k, v in state.items()}
 
 
 def timm_classifier_keys(model: nn.Module) -> List[str]:

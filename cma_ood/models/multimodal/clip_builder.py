@@ -31,7 +31,8 @@ from clip.simple_tokenizer import (SimpleTokenizer, basic_clean,
 from mmengine.logging import print_log
 
 from ...utils.cache import mark_used
-from ...utils.checkpoint import atomic_torch_save, state_dict_mismatch
+from ...utils.checkpoint import (atomic_torch_save, state_dict_mismatch,
+                                 strip_prefixes)
 from .open_clip_builder import (build_open_clip, is_open_clip_arch,
                                 open_clip_tokenizer)
 
@@ -116,12 +117,7 @@ def clean_clip_state_dict(
     removed."""
     out = {}
     for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+        key = strip_prefixes(key, _PREFIXES)
         if key not in _OPENAI_EXTRA_KEYS:
             out[key] = value
     return out
