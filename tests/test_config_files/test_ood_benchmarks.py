@@ -128,23 +128,33 @@ def test_plp_ood_sets_extend_the_mos_benchmark(tmp_path):
     assert sizes['NINCO'] == 2 + list(sets).index('NINCO') + 1
 
 
-def test_cifar_fine_tuning_baseline_trains_and_tests(tmp_path, cifar_roots):
-    """configs/classifier-baselines/...cifar10.py: mmpretrain's own CIFAR-10
-    recipe trained by its loop (one short epoch here), then the OoD table
-    of its logits with CIFAR-100 as OoD."""
+@pytest.mark.parametrize('id_set,ood_set,classes', [
+    ('cifar10', 'cifar100', 10), ('cifar100', 'cifar10', 100)])
+def test_cifar_fine_tuning_baseline_trains_and_tests(tmp_path, cifar_roots,
+                                                     id_set, ood_set,
+                                                     classes):
+    """configs/classifier-baselines/...cifar{10,100}.py: mmpretrain's own
+    CIFAR recipe trained by its loop (one short epoch here), then the OoD
+    table of its logits with the other CIFAR as OoD."""
     cfg = Config.fromfile(osp.join(
         REPO, 'configs', 'classifier-baselines',
-        'classifier-baselines_resnet18_8xb16_cifar10.py'))
+        f'classifier-baselines_resnet18_8xb16_{id_set}.py'))
     assert cfg.model.type == 'OoDImageClassifier'
+    assert cfg.model.head.num_classes == classes
+    assert cfg.data_preprocessor.num_classes == classes
     assert cfg.train_cfg.max_epochs == 200  # mmpretrain's recipe
     assert cfg.data_preprocessor.to_rgb is False
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
-        loader.dataset.data_root = cifar_roots['CIFAR10']
+        assert loader.dataset.type == id_set.upper()
+        loader.dataset.data_root = cifar_roots[id_set.upper()]
         loader.update(num_workers=0, persistent_workers=False)
     test = cfg.test_dataloader
     test.update(batch_size=16, num_workers=0)
-    test.dataset.id_dataset.data_root = cifar_roots['CIFAR10']
-    test.dataset.ood_datasets.cifar100.data_root = cifar_roots['CIFAR100']
+    assert test.dataset.id_dataset.type == id_set.upper()
+    assert list(test.dataset.ood_datasets) == [ood_set]
+    test.dataset.id_dataset.data_root = cifar_roots[id_set.upper()]
+    test.dataset.ood_datasets[ood_set].data_root = cifar_roots[
+        ood_set.upper()]
     cfg.train_cfg.max_epochs = 1
     cfg.param_scheduler = None
     cfg.work_dir = str(tmp_path / 'work')
@@ -153,5 +163,5 @@ def test_cifar_fine_tuning_baseline_trains_and_tests(tmp_path, cifar_roots):
     assert osp.isfile(osp.join(cfg.work_dir, 'epoch_1.pth'))
     metrics = runner.test()
     for score in ('MSP', 'MaxLogit', 'Energy'):
-        assert 0 <= metrics[f'ood/{score}/cifar100/AUROC'] <= 100
+        assert 0 <= metrics[f'ood/{score}/{ood_set}/AUROC'] <= 100
     assert 0 <= metrics['ood/accuracy/top1'] <= 100
