@@ -31,6 +31,9 @@ custom_hooks = [
     # OoDOutputHook writes OoDMetric's ood_results.json (with the run's
     # provenance) and plots into the run's log dir
     dict(type='OoDOutputHook'),
+    # GPU-decoded batches (DecodeOnDevice pipelines) are decoded one batch
+    # ahead, on a side stream, while the model runs (no-op otherwise)
+    dict(type='DecodeAheadHook'),
     # val/test progress every 10 s (LoggerHook: every 100 iterations)
     dict(type='ProgressHook', interval_s=10),
     # load_from / resume / tools/test.py refuse checkpoints of another

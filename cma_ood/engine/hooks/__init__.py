@@ -1,6 +1,7 @@
 from .checkpoint_hooks import (AtomicCheckpointHook, CheckpointMatchHook,
                                SafeCheckpointHook)
 from .class_names_hook import ClassNamesHook
+from .decode_ahead_hook import DecodeAheadHook, DecodeAheadLoader
 from .cma_schedule_hook import CMAScheduleHook
 from .ood_output_hook import OoDOutputHook
 from .prepare_scorers_hook import PrepareScorersHook
@@ -9,7 +10,8 @@ from .training_guard_hooks import FiniteLossHook, ResumeCheckHook
 
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointMatchHook', 'ClassNamesHook',
-    'CMAScheduleHook', 'FiniteLossHook', 'OoDOutputHook',
+    'CMAScheduleHook', 'DecodeAheadHook', 'DecodeAheadLoader',
+    'FiniteLossHook', 'OoDOutputHook',
     'PrepareScorersHook', 'ProgressHook', 'ResumeCheckHook',
     'SafeCheckpointHook'
 ]

@@ -39,18 +39,30 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
             num_classes, batch_augments: as ``ClsDataPreprocessor``.
         non_blocking (bool): copy inputs to the device asynchronously.
             Defaults to True.
+        decode_ahead (bool): let
+            :class:`~cma_ood.engine.hooks.DecodeAheadHook` (default
+            runtime) decode GPU-decoded batches one batch ahead in a
+            background thread; False decodes each batch in :meth:`forward`.
+            Defaults to True.
     """
 
     def __init__(self,
                  mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None,
                  non_blocking: bool = True,
+                 decode_ahead: bool = True,
                  **kwargs):
         super().__init__(mean=mean, std=std, **kwargs)
         self._non_blocking = non_blocking
+        self.decode_ahead = decode_ahead
 
-    def _decode(self, data: dict) -> dict:
-        """Replace ``encoded`` files by the decoded batch ``inputs``."""
+    def decode(self, data: dict) -> dict:
+        """Replace the ``encoded`` files of a batch by the decoded batch
+        ``inputs`` (uint8, BGR, on the preprocessor's device).
+
+        :class:`~cma_ood.engine.hooks.DecodeAheadHook` calls it one batch
+        ahead; :meth:`forward` calls it for batches still encoded.
+        """
         data = dict(data)
         encoded = data.pop('encoded')
         if not isinstance(encoded, dict) or 'positions' not in encoded:
@@ -87,7 +99,7 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         if 'encoded' in data:
-            data = self._decode(data)
+            data = self.decode(data)
         if self.to_onehot:
             return super().forward(data, training)
         samples = data.get('data_samples')
