@@ -86,7 +86,10 @@ class MultiModalClassifier(BaseModel):
             mining eagerly: at test time the compilation (and its
             recompilations for the last batch and the prompt lengths) cost
             more than they save (docs/benchmarks.md). ``True`` or a dict
-            compile both. Defaults to False.
+            compile the training forwards and the test-time image forward,
+            which then runs at one batch size (the largest seen; smaller
+            batches are padded, so the last batch does not recompile);
+            text is encoded eagerly at test time. Defaults to False.
         test_autocast (bool | str): encode test images under CUDA autocast
             (bf16 where supported, else fp16) in :meth:`predict`, as the
             published code runs CLIP's fp16 weights; prompt embeddings stay
@@ -96,7 +99,8 @@ class MultiModalClassifier(BaseModel):
         data_preprocessor (dict, optional): defaults to
             :class:`~cma_ood.models.CLIPDataPreprocessor` (mmpretrain's
             ``ClsDataPreprocessor`` that keeps the labels on the host) with
-            CLIP's mean/std, BGR -> RGB.
+            CLIP's mean/std, BGR -> RGB; a dict without ``type`` changes
+            those defaults (e.g. ``dict(decode_ahead=False)``).
     """
 
     def __init__(self,
@@ -118,12 +122,10 @@ class MultiModalClassifier(BaseModel):
                  test_autocast: Union[bool, str] = 'auto',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        if data_preprocessor is None:
+        if data_preprocessor is None or 'type' not in data_preprocessor:
             data_preprocessor = dict(
-                type='CLIPDataPreprocessor',
-                mean=CLIP_MEAN,
-                std=CLIP_STD,
-                to_rgb=True)
+                dict(type='CLIPDataPreprocessor', mean=CLIP_MEAN,
+                     std=CLIP_STD, to_rgb=True), **(data_preprocessor or {}))
         super().__init__(
             data_preprocessor=MODELS.build(data_preprocessor),
             init_cfg=init_cfg)
@@ -151,6 +153,7 @@ class MultiModalClassifier(BaseModel):
         self._eager = (self._image_tower_forward, self._text_tower_forward)
         self._compiled = None
         self._compile_eval = compile is not False and compile != 'auto'
+        self._eval_batch = 0  # batch size of the compiled test forward
         if compile == 'auto':
             compile = torch.cuda.is_available()
         if compile:
@@ -232,15 +235,31 @@ class MultiModalClassifier(BaseModel):
         return self.clip.encode_image(images)
 
     def _forwards(self):
-        """(image, text) forwards: compiled in training, and at test time
-        only when compiling was asked for explicitly."""
-        if self._compiled is not None and (self.training
-                                           or self._compile_eval):
+        """(image, text) forwards: compiled in training; at test time the
+        image forward is compiled only when compiling was asked for
+        explicitly (see :meth:`_image_forward`) and the text forward runs
+        eagerly (each prompt set is encoded once, at lengths that vary)."""
+        if self._compiled is None:
+            return self._eager
+        if self.training:
             return self._compiled
+        if self._compile_eval:
+            return self._compiled[0], self._eager[1]
         return self._eager
 
     def _image_forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._forwards()[0](images)
+        forward = self._forwards()[0]
+        if self.training or forward is self._eager[0]:
+            return forward(images)
+        # compiled at test time: one batch size, so that the last, smaller
+        # batch of a set does not recompile (for dynamic shapes); padded
+        # with zero images whose embeddings are dropped
+        n = images.shape[0]
+        self._eval_batch = max(self._eval_batch, n)
+        if n == self._eval_batch:
+            return forward(images)
+        pad = images.new_zeros((self._eval_batch - n, *images.shape[1:]))
+        return forward(torch.cat([images, pad]))[:n]
 
     def _text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._forwards()[1](tokens)

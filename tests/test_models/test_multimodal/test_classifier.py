@@ -283,18 +283,62 @@ def test_test_autocast_encodes_images_in_bf16_and_prompts_in_fp32():
 
 def test_compile_auto_compiles_training_only(monkeypatch):
     """compile='auto' on a GPU machine: compiled forwards in training,
-    eager ones at test time; compile=True: compiled in both."""
+    eager ones at test time; compile=True: compiled in both, except the
+    text forward at test time."""
+    # built before CUDA is faked: MMEngine's first logger asks CUDA for the
+    # device of the process (fails alone when faked)
+    off = make_model(compile=False)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     auto = make_model(compile='auto')
     forced = make_model(compile=True)
-    off = make_model(compile=False)
     assert auto._compiled is not None and off._compiled is None
     auto.train(), forced.train()
     assert auto._forwards() is auto._compiled
     assert forced._forwards() is forced._compiled
     auto.eval(), forced.eval(), off.eval()
     assert auto._forwards() is auto._eager
-    assert forced._forwards() is forced._compiled
+    assert forced._forwards() == (forced._compiled[0], forced._eager[1])
     assert off._forwards() is off._eager
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert make_model(compile='auto')._compiled is None  # CPU: eager
+
+
+def test_data_preprocessor_dict_without_type_changes_the_defaults():
+    """model.data_preprocessor.decode_ahead=False from the command line:
+    CLIP's normalisation kept, the one argument changed."""
+    default = make_model().data_preprocessor
+    changed = make_model(
+        data_preprocessor=dict(decode_ahead=False)).data_preprocessor
+    assert default.decode_ahead and not changed.decode_ahead
+    assert type(changed) is type(default)
+    torch.testing.assert_close(changed.mean, default.mean)
+    torch.testing.assert_close(changed.std, default.std)
+    assert changed.to_rgb and default.to_rgb
+
+
+def test_compiled_test_forward_pads_to_one_batch_size():
+    """compile=True at test time: the image forward sees one batch size
+    (smaller batches padded with zero images, their embeddings dropped)
+    and the text forward runs eagerly; training batches are not padded."""
+    model = make_model().eval()
+    image_eager, text_eager = model._eager
+    sizes = []
+
+    def compiled_image(images):
+        sizes.append(images.shape[0])
+        return image_eager(images)
+
+    model._compiled = (compiled_image, lambda tokens: 1 / 0)
+    model._compile_eval = True
+    images = batch(model, [0, 1, 2, 0, 1, 2, 0, 1])['inputs']
+    with torch.no_grad():
+        full = model.encode_image(images)
+        part = model.encode_image(images[:3])
+        text = model.encode_text(model.tokenize(['a photo of a dog']))
+    assert sizes == [8, 8]
+    torch.testing.assert_close(part, full[:3])
+    assert part.shape[0] == 3 and text.shape[0] == 1
+    model.train()
+    model._compiled = (compiled_image, text_eager)
+    model.encode_image(images[:3])
+    assert sizes == [8, 8, 3]
