@@ -190,6 +190,10 @@ def _point_at(cfg, folders, args, mode):
             type='CustomDataset', data_root=folders['train'],
             pipeline=wrap(old.pipeline))
         cfg.train_cfg.max_epochs = 1
+        # a last, smaller batch would recompile the compiled forwards for
+        # dynamic shapes inside the timed iterations (once per run in real
+        # training, here most of a short epoch's time)
+        loader.drop_last = True
         # a constant learning rate: the speed does not depend on it, and
         # the schedules' warm-up is longer than a benchmark epoch
         cfg.param_scheduler = None
