@@ -152,7 +152,8 @@ def test_e2e_test_mode_on_jpeg_files(tmp_path):
     run_tool(BENCH, config, '--mode', 'e2e-test', '--data',
              str(tmp_path / 'tree'), '--id-images', '12', '--ood-images',
              '5', '--batch-size', '8', '--workers', '1', '--gen-workers',
-             '1', '--pipeline', 'device', '--out', str(out), *E2E_TINY,
+             '1', '--pipeline', 'device', '--work-dir', str(tmp_path / 'work'),
+             '--out', str(out), *E2E_TINY,
              'test_dataloader.dataset.pipeline.1.scale=32',
              'test_dataloader.dataset.pipeline.2.crop_size=32',
              env=dict(OMP_NUM_THREADS='1'))
