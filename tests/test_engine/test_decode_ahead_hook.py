@@ -114,11 +114,8 @@ def test_preprocessor_decode_ahead_equals_decoding_in_the_preprocessor(
 
 
 def _runner(device):
-    param = torch.nn.Parameter(torch.zeros(1, device=device))
-    model = SimpleNamespace(
-        data_preprocessor=SimpleNamespace(decode=lambda b: b,
-                                          decode_ahead=True),
-        parameters=lambda: iter([param]), buffers=lambda: iter([]))
+    model = SimpleNamespace(data_preprocessor=SimpleNamespace(
+        decode=lambda b: b, decode_ahead=True, device=torch.device(device)))
     loop = SimpleNamespace(dataloader=Loader([encoded(0)]))
     return SimpleNamespace(model=model, test_loop=loop, train_loop=loop,
                            val_loop=loop)
@@ -131,8 +128,7 @@ def test_hook_wraps_gpu_models_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     DecodeAheadHook().before_test_epoch(runner)  # CPU model: unchanged
     assert isinstance(runner.test_loop.dataloader, Loader)
-    monkeypatch.setattr(DecodeAheadHook, '_device_of',
-                        staticmethod(lambda model: torch.device('cuda', 0)))
+    runner.model.data_preprocessor.device = torch.device('cuda', 0)
     runner.model.data_preprocessor.decode_ahead = False  # switched off
     DecodeAheadHook().before_train_epoch(runner)
     assert isinstance(runner.train_loop.dataloader, Loader)

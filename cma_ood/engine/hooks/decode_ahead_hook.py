@@ -1,6 +1,6 @@
 """Decode the next GPU-decoded batch while the model runs on this one."""
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import torch
 from mmengine.hooks import Hook
@@ -113,21 +113,15 @@ class DecodeAheadHook(Hook):
             runner.model) else runner.model
         preprocessor = getattr(model, 'data_preprocessor', None)
         decode = getattr(preprocessor, 'decode', None)
-        device = self._device_of(model)
+        # the device decode works on (MMEngine's BaseDataPreprocessor
+        # follows the model's .to() / .cuda())
+        device = getattr(preprocessor, 'device', None)
         if (decode is None or not getattr(preprocessor, 'decode_ahead', False)
                 or device is None or device.type != 'cuda'):
             return
         loop.dataloader = DecodeAheadLoader(
             loader, decode, needs=lambda batch: 'encoded' in batch,
             device=device)
-
-    @staticmethod
-    def _device_of(model) -> Optional[torch.device]:
-        for tensor in model.parameters():
-            return tensor.device
-        for tensor in model.buffers():
-            return tensor.device
-        return None
 
     def before_train_epoch(self, runner):
         self._wrap(runner, runner.train_loop)
