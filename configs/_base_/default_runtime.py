@@ -6,6 +6,10 @@ default_scope = 'mmpretrain'
 custom_imports = dict(imports=['cma_ood'], allow_failed_imports=False)
 
 default_hooks = dict(
+    # RuntimeInfoHook that reads the logged losses from the GPU at the
+    # logger's and checkpoints' iterations instead of after every one (each
+    # read waits for the GPU); the printed and saved values are the same
+    runtime_info=dict(type='LazyRuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
@@ -39,8 +43,10 @@ custom_hooks = [
     # load_from / resume / tools/test.py refuse checkpoints of another
     # architecture (MMEngine would only warn and keep random weights)
     dict(type='CheckpointMatchHook'),
-    # stop at the first NaN/inf loss, naming the iteration
-    dict(type='FiniteLossHook', interval=1),
+    # stop at the first NaN/inf loss, naming the iteration, before any
+    # checkpoint holds it (checked on the GPU, read at the logger's and
+    # checkpoints' iterations; interval=1 reads after every iteration)
+    dict(type='FiniteLossHook'),
     # refuse a mid-epoch resume that the train loop cannot continue exactly
     # (train_cfg.type='ResumableEpochBasedTrainLoop' can)
     dict(type='ResumeCheckHook'),

@@ -558,6 +558,27 @@ def test_nan_loss_stops_training_naming_the_iteration(tmp_path):
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
 
 
+def test_nan_loss_read_late_still_names_its_iteration(tmp_path):
+    """FiniteLossHook reads the losses at the checkpoint iterations and
+    epoch ends only (the logger's interval is beyond the run): the NaN of
+    iteration 4 is found at iteration 5, before its checkpoint is saved,
+    and the error names iteration 4."""
+    cfg = resumable_cfg(tmp_path, **{
+        'model.loss': dict(type='NaNAtCallLoss', nan_at=4),
+        'default_hooks.checkpoint.interval': 5,
+        'default_hooks.logger.interval': 100})
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(FloatingPointError) as err:
+        runner.train()
+    assert str(err.value).startswith(
+        'Non-finite loss at iteration 4 (epoch 2, batch 1): loss=nan; '
+        'training stopped.')
+    assert str(err.value).endswith('then restart the run')
+    assert runner.model.loss_module.calls == 5  # read after iteration 5
+    assert not (tmp_path / 'iter_5.pth').exists()
+    assert not (tmp_path / 'last_checkpoint').exists()
+
+
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.manual_seed(0)
     other = MODELS.build(dict(type='MultiModalClassifier',
