@@ -454,3 +454,45 @@ def test_pillows_order_of_passes_is_predicted():
         assert by_order[predicted], (h, w, oh, ow)
         seen.add(predicted)
     assert seen == ({False, True} if PIL_MAJOR >= 13 else {False})
+
+
+def test_cpu_share_decodes_that_share_on_the_cpu(files):
+    """cpu_share: the files whose index i has frac((i + 1) * golden ratio)
+    below the share take the CPU pipeline, the same ones whatever the
+    order they come in; the rest stay encoded."""
+    golden = (5 ** 0.5 - 1) / 2
+    dev = TRANSFORMS.build(
+        dict(type='DecodeOnDevice', pipeline=PIPELINES['test_pipeline'],
+             enabled=True, cpu_share=0.4))
+    n = 1000
+    on_cpu = [dev.on_cpu(i) for i in range(n)]
+    assert on_cpu == [((i + 1) * golden) % 1 < 0.4 for i in range(n)]
+    # evenly spread: every run of 10 consecutive indices has 3-5 of them
+    assert all(3 <= sum(on_cpu[s:s + 10]) <= 5 for s in range(n - 10))
+    jpegs = files[0]
+    order = [7, 2, 0, 5, 1, 3]
+    out = {i: dev(dict(img_path=jpegs[i], sample_idx=i)) for i in order}
+    for i, sample in out.items():
+        assert ('inputs' in sample) == on_cpu[i]
+        assert ('encoded' in sample) != on_cpu[i]
+    cpu = Compose(PIPELINES['test_pipeline'])
+    for i in order:
+        if on_cpu[i]:  # the CPU pipeline's very image
+            assert torch.equal(out[i]['inputs'],
+                               cpu(dict(img_path=jpegs[i]))['inputs'])
+    # without an index: its own count, 0, 1, 2, ...
+    counted = TRANSFORMS.build(
+        dict(type='DecodeOnDevice', pipeline=PIPELINES['test_pipeline'],
+             enabled=True, cpu_share=0.4))
+    got = ['inputs' in counted(dict(img_path=jpegs[0])) for _ in range(6)]
+    assert got == on_cpu[:6]
+    # 0 and 1: none and all
+    for share, want in ((0.0, False), (1.0, True)):
+        t = TRANSFORMS.build(dict(type='DecodeOnDevice', enabled=True,
+                                  pipeline=PIPELINES['test_pipeline'],
+                                  cpu_share=share))
+        assert all(t.on_cpu(i) is want for i in range(50))
+    with pytest.raises(ValueError, match=r'cpu_share must be in \[0, 1\], '
+                       'got 1.5'):
+        TRANSFORMS.build(dict(type='DecodeOnDevice', cpu_share=1.5,
+                              pipeline=PIPELINES['test_pipeline']))

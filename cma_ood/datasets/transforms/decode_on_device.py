@@ -45,6 +45,8 @@ RESIZE_MODES = {
     ('cv2', 'bilinear'): 2,
     ('cv2', 'bicubic'): 3,
 }
+#: frac(i * golden ratio) spreads indices evenly over [0, 1)
+_GOLDEN = (5 ** 0.5 - 1) / 2
 _SUPPORTED = (ResizeEdge, RandomResizedCrop, CenterCrop, RandomFlip)
 
 
@@ -161,11 +163,27 @@ class DecodeOnDevice(BaseTransform):
             files); files without subsampling decode identically
             (docs/fidelity.md). ``'cpu'`` keeps the CPU pipeline's exact
             images and decodes only 4:4:4 files on the GPU.
+        cpu_share (float): share of the files the GPU could decode that are
+            decoded on the CPU by the dataloader workers anyway (the CPU
+            pipeline, exactly as without this wrapper), in ``[0, 1]``.
+            Splits the decoding between the workers' cores and the GPU,
+            which otherwise decodes while it also runs the model
+            (docs/benchmarks.md). Which files: those whose dataset index
+            ``i`` has ``frac((i + 1) * golden ratio) < cpu_share``, a
+            low-discrepancy rule that spreads them evenly over any run of
+            consecutive indices and depends on nothing else (the same files
+            in every epoch, worker and run). Defaults to 0.
     """
 
     def __init__(self, pipeline: Sequence[dict],
                  enabled: Optional[bool] = None,
-                 subsampled: str = 'device'):
+                 subsampled: str = 'device',
+                 cpu_share: float = 0.0):
+        if not 0.0 <= cpu_share <= 1.0:
+            raise ValueError('DecodeOnDevice: cpu_share must be in [0, 1], '
+                             f'got {cpu_share!r}')
+        self.cpu_share = float(cpu_share)
+        self._count = 0
         if subsampled not in ('device', 'cpu'):
             raise ValueError("DecodeOnDevice: subsampled must be 'device' or "
                              f"'cpu', got {subsampled!r}")
@@ -205,8 +223,18 @@ class DecodeOnDevice(BaseTransform):
         except Exception:  # the CPU pipeline raises the loader's error
             return None
 
+    def on_cpu(self, index: Optional[int]) -> bool:
+        """Whether the sample of dataset index ``index`` is one of the
+        ``cpu_share`` decoded on the CPU (``None``: the next of this
+        transform's own count)."""
+        if self.cpu_share <= 0:
+            return False
+        if index is None:
+            index, self._count = self._count, self._count + 1
+        return ((index + 1) * _GOLDEN) % 1.0 < self.cpu_share
+
     def transform(self, results: dict) -> Optional[dict]:
-        if not self.enabled:
+        if not self.enabled or self.on_cpu(results.get('sample_idx')):
             return self.cpu_pipeline(results)
         data = self._read(results['img_path'])
         header = None if data is None else jpeg_header(data)
@@ -225,4 +253,5 @@ class DecodeOnDevice(BaseTransform):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(enabled={self.enabled}, '
                 f'subsampled={self.subsampled!r}, '
+                f'cpu_share={self.cpu_share}, '
                 f'pipeline={self.cpu_pipeline!r})')
