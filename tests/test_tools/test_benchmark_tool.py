@@ -39,6 +39,37 @@ def test_busy_time_is_the_union_of_intervals(busy_time):
     assert busy_time([(0, 1), (1, 2)]) == 2  # touching
 
 
+def test_trace_summary_per_stream_thread_and_sync(busy_time):
+    from profiling import trace_summary
+    events = [
+        # kernels: stream 7 busy [0, 30] + [50, 60], stream 9 [20, 40]
+        dict(cat='kernel', ts=0, dur=30, args=dict(stream=7)),
+        dict(cat='kernel', ts=50, dur=10, args=dict(stream=7)),
+        dict(cat='kernel', ts=20, dur=20, args=dict(stream=9)),
+        # host operators: thread 1 nested [0, 100], thread 2 [10, 30]
+        dict(cat='cpu_op', ts=0, dur=100, tid=1),
+        dict(cat='cpu_op', ts=10, dur=20, tid=1),
+        dict(cat='cpu_op', ts=10, dur=20, tid=2),
+        # waits of thread 1 (the launch is not one)
+        dict(cat='cuda_runtime', name='cudaStreamSynchronize', ts=0,
+             dur=40, tid=1),
+        dict(cat='cuda_runtime', name='cudaEventSynchronize', ts=60,
+             dur=20, tid=1),
+        dict(cat='cuda_runtime', name='cudaLaunchKernel', ts=0, dur=5,
+             tid=2),
+        dict(name='process_name', ph='M'),  # no duration: ignored
+    ]
+    got = trace_summary(events, steps=2)  # microseconds -> ms per step
+    assert got['gpu_busy_ms_per_step'] == pytest.approx(50 / 2e3)
+    assert got['gpu_busy_ms_per_step_by_stream'] == pytest.approx(
+        {'7': 40 / 2e3, '9': 20 / 2e3})
+    assert got['cpu_op_ms_per_step_by_thread'] == pytest.approx(
+        {'1': 100 / 2e3, '2': 20 / 2e3})
+    assert got['sync_ms_per_step_by_thread'] == {
+        '1': dict(ms=pytest.approx(60 / 2e3), calls=1.0)}
+    assert trace_summary(events[3:], 1)['gpu_busy_ms_per_step'] is None
+
+
 def test_train_record_and_ratio(tmp_path):
     result = bench(tmp_path, '--mode', 'train')
     assert result['mode'] == 'train' and result['world_size'] == 1
@@ -70,7 +101,7 @@ def test_profile_refused_for_mine(tmp_path):
     proc = run_tool(BENCH, DEMO_CONFIG, '--mode', 'mine', '--profile',
                     str(tmp_path / 't.json'), check=False)
     assert proc.returncode != 0
-    assert '--profile works with --mode train or test' in proc.stderr
+    assert '--profile works with --mode train, test, e2e-test ' in proc.stderr
 
 
 def test_mine_record(tmp_path):
@@ -135,8 +166,15 @@ def test_loop_timer_figures(e2e, monkeypatch):
     assert got['data_wait_share'] == pytest.approx(1 / 5)
     assert got['seconds_loop_to_first_batch'] == pytest.approx(1.0)
     assert got['seconds_per_iter'] == pytest.approx(2.5)
+    # leaving out batch 1 (profiled): batch 2 alone, 4 images in 2.5 s
+    got = timer.summary(skip=1, exclude=range(1, 2))
+    assert got['images_per_s'] == pytest.approx(4 / 2.5)
+    assert got['data_wait_share'] == pytest.approx(0.5 / 2.5)
+    assert got['iterations_timed'] == 1
     with pytest.raises(RuntimeError, match='3 iterations ran'):
         timer.summary(skip=3)
+    with pytest.raises(RuntimeError, match='no iteration left to time'):
+        timer.summary(skip=1, exclude=range(1, 3))
 
 
 E2E_TINY = ['--cfg-options', 'model.arch=tiny-vit-32px',
@@ -178,16 +216,30 @@ def test_e2e_train_mode_times_the_checkpoint(tmp_path):
     out = tmp_path / 'e2e.json'
     work = tmp_path / 'work'
     run_tool(BENCH, config, '--mode', 'e2e-train', '--data',
-             str(tmp_path / 'tree'), '--batch-size', '4', '--iters', '2',
+             str(tmp_path / 'tree'), '--batch-size', '4', '--iters', '4',
              '--warmup', '1', '--workers', '1', '--gen-workers', '1',
              '--work-dir', str(work), '--no-synthetic', '--out', str(out),
-             *E2E_TINY, 'train_dataloader.dataset.pipeline.1.scale=32',
+             '--profile', str(tmp_path / 'trace.json'), '--profile-steps',
+             '1', *E2E_TINY, 'train_dataloader.dataset.pipeline.1.scale=32',
              env=dict(OMP_NUM_THREADS='1'))
     result = json.loads(out.read_text())
-    assert result['files_per_set'] == dict(train=12)  # 3 classes x 4
-    assert result['images'] == 12 and result['iterations_timed'] == 2
+    # 4 x (4 + 1) images asked: 3 classes x 7 files, 5 batches of 4
+    # (drop_last); timed: batches 3 and 4 (0 is the warm-up, 1 profiled,
+    # 2 holds the profiler's stop and export)
+    assert result['files_per_set'] == dict(train=21)
+    assert result['images'] == 20 and result['iterations_timed'] == 2
     assert result['seconds_checkpoint_stall'] > 0
     assert 'synthetic' not in result
+    # the profiled step is the real loop's second (after the warm-up):
+    # its trace holds the model's training step run by the loop's thread
+    prof = result['profile']
+    assert prof['first_batch'] == 1 and prof['steps'] == 1
+    assert prof['wall_ms_per_step'] > 0
+    assert prof['gpu_busy_ms_per_step'] is None  # no kernels on the CPU
+    events = json.loads((tmp_path / 'trace.json').read_text())['traceEvents']
+    names = {e.get('name') for e in events}
+    assert 'Optimizer.step#AdamW.step' in names, sorted(names)[:40]
+    assert sum(prof['cpu_op_ms_per_step_by_thread'].values()) > 0
     assert (work / 'epoch_1.pth').is_file()
 
 

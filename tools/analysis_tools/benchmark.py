@@ -38,12 +38,15 @@ training step (openai-clip forward, normalisation, the CMA formula over
 77-token prompts, ``torch.optim.AdamW``; for test: the fp16 image encoder,
 for mine: the fp16 text encoder over 77 tokens) on the same inputs, and
 prints our figure as a ratio to it. ``--out`` writes everything as JSON.
-``--profile TRACE.json`` (train/test) also runs ``--profile-steps`` steps
-under ``torch.profiler``, writes a Chrome trace (one per rank under
-torchrun), logs the most expensive operators and adds the wall time and
-the GPU busy time per step (the union of the kernels' intervals, all
-streams) to the result: their difference is the time the GPU waits for
-the host.
+``--profile TRACE.json`` also runs ``--profile-steps`` steps under
+``torch.profiler`` (e2e modes: steps of the real loop after the first batch
+/ the warm-up, and the synthetic steps into ``TRACE.synthetic.json``),
+writes a Chrome trace (one per rank under torchrun), logs the most
+expensive operators and adds to the result the wall time and the GPU busy
+time per step (the union of the kernels' intervals, all streams; also per
+stream), the host operators' time per thread and the time the host threads
+spent waiting in CUDA synchronisations (tools/analysis_tools/profiling.py):
+wall minus busy is the time the GPU waits for the host.
 """
 import time
 
@@ -51,6 +54,7 @@ PROCESS_START = time.perf_counter()  # noqa: E402 (e2e: time to first batch)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os.path as osp  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -61,6 +65,7 @@ from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 from mmpretrain.structures import DataSample  # noqa: E402
+from profiling import busy_time, load_trace, trace_summary  # noqa: E402,F401
 
 
 def parse_args():
@@ -91,8 +96,10 @@ def parse_args():
                         help='batch of the reference loop (default: same)')
     parser.add_argument('--out', help='write the results to this JSON file')
     parser.add_argument('--profile', metavar='TRACE',
-                        help='train/test: also profile steps with '
-                        'torch.profiler and write a Chrome trace here')
+                        help='also profile --profile-steps steps with '
+                        'torch.profiler and write a Chrome trace here '
+                        '(e2e: steps of the real loop, after the first '
+                        'batch / the warm-up)')
     parser.add_argument('--profile-steps', type=int, default=5)
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch'], default='none',
@@ -105,6 +112,10 @@ def parse_args():
     e2e.add_argument('--pipeline', choices=['cpu', 'device'], default='cpu',
                      help='the config\'s pipeline, or its device_*_pipeline '
                      '(JPEG decoding on the GPU)')
+    e2e.add_argument('--cpu-share', type=float, default=0.0,
+                     help='with --pipeline device: share of the JPEGs '
+                     'decoded on the CPU by the workers anyway '
+                     '(DecodeOnDevice(cpu_share=...))')
     e2e.add_argument('--workers', type=int, default=None,
                      help='dataloader workers (default: the config\'s)')
     e2e.add_argument('--id-images', type=int, default=10000,
@@ -138,26 +149,10 @@ def timed(step, iters, warmup):
     return (time.perf_counter() - start) / iters
 
 
-def busy_time(intervals) -> float:
-    """Length of the union of ``(start, end)`` intervals."""
-    total, run_start, run_end = 0.0, None, None
-    for start, end in sorted(intervals):
-        if run_end is None or start > run_end:
-            if run_end is not None:
-                total += run_end - run_start
-            run_start, run_end = start, end
-        else:
-            run_end = max(run_end, end)
-    if run_end is not None:
-        total += run_end - run_start
-    return total
-
-
 def profile_steps(step, path, steps):
     """Run ``step`` ``steps`` times under ``torch.profiler``; write a
     Chrome trace to ``path`` (``.rankN`` inserted under torchrun) and
     return per-step wall and GPU busy milliseconds."""
-    import os.path as osp
     from mmengine.dist import get_rank, get_world_size
     from mmengine.logging import print_log
     from torch.profiler import ProfilerActivity, profile
@@ -175,17 +170,13 @@ def profile_steps(step, path, steps):
         synchronize()
         wall = time.perf_counter() - start
     prof.export_chrome_trace(path)
-    with open(path) as f:
-        kernels = [(e['ts'], e['ts'] + e['dur'])
-                   for e in json.load(f)['traceEvents']
-                   if e.get('cat') == 'kernel']  # microseconds
+    summary = trace_summary(load_trace(path), steps)
     if get_rank() == 0:
         print_log('\n' + prof.key_averages().table(
             sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total',
             row_limit=20, max_name_column_width=60), logger='current')
     return dict(trace=path, steps=steps, wall_ms_per_step=wall * 1e3 / steps,
-                gpu_busy_ms_per_step=(busy_time(kernels) / 1e3 / steps
-                                      if kernels else None))
+                **summary)
 
 
 def synthetic_batch(model, batch_size, device, seed=0):
@@ -436,8 +427,9 @@ def bench_mine(cfg, args, device):
 
 def main():
     args = parse_args()
-    if args.profile and args.mode not in ('train', 'test'):
-        raise SystemExit('--profile works with --mode train or test')
+    if args.profile and args.mode == 'mine':
+        raise SystemExit('--profile works with --mode train, test, e2e-test '
+                         'and e2e-train')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -457,6 +449,9 @@ def main():
         result = bench_e2e(cfg, args, device, PROCESS_START)
         if not args.no_synthetic:
             args.no_reference = True
+            if args.profile:  # the synthetic steps' trace next to it
+                root, ext = osp.splitext(args.profile)
+                args.profile = f'{root}.synthetic{ext}'
             bench = bench_test if args.mode == 'e2e-test' else bench_train
             result['synthetic'] = bench(synthetic_cfg, args, device)
             result['e2e_vs_synthetic'] = (

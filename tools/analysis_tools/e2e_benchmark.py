@@ -132,20 +132,79 @@ class LoopTimer(Hook):
     def after_train_epoch(self, runner):
         self.epoch_end = time.perf_counter()
 
-    def summary(self, skip: int = 1) -> dict:
-        """Figures over the iterations after the first ``skip``."""
+    def summary(self, skip: int = 1, exclude=()) -> dict:
+        """Figures over the iterations after the first ``skip``, leaving
+        out the iterations (batch indices) in ``exclude`` (profiled)."""
         if len(self.ends) <= skip:
             raise RuntimeError(
                 f'e2e benchmark: {len(self.ends)} iterations ran, need more '
                 f'than {skip}: use more images or a smaller batch')
-        span = self.ends[-1] - self.ends[skip - 1]
-        images = sum(self.sizes[skip:])
+        kept = [i for i in range(skip, len(self.ends)) if i not in exclude]
+        if not kept:
+            raise RuntimeError(
+                'e2e benchmark: no iteration left to time after the warm-up '
+                'and the profiled ones: use more --iters')
+        span = sum(self.ends[i] - self.ends[i - 1] for i in kept)
+        images = sum(self.sizes[i] for i in kept)
         return dict(
             images_per_s=images / span,
-            iterations_timed=len(self.ends) - skip,
+            iterations_timed=len(kept),
             seconds_loop_to_first_batch=self.arrivals[0] - self.loop_start,
-            data_wait_share=sum(self.waits[skip:]) / span,
-            seconds_per_iter=span / (len(self.ends) - skip))
+            data_wait_share=sum(self.waits[i] for i in kept) / span,
+            seconds_per_iter=span / len(kept))
+
+
+class ProfileWindow(Hook):
+    """Profiles ``steps`` iterations of the real loop, from batch ``first``
+    on, with ``torch.profiler`` (CUDA kernels of every stream, the decode
+    thread's included); writes a Chrome trace to ``path`` and keeps
+    :func:`profiling.trace_summary`'s figures in :attr:`result`."""
+    priority = 'HIGHEST'
+
+    def __init__(self, path: str, first: int, steps: int):
+        self.path, self.first, self.steps = path, first, steps
+        self.result = None
+        self._prof = self._start = None
+
+    def _at(self, batch_idx):
+        from torch.profiler import ProfilerActivity, profile
+        if batch_idx == self.first:
+            cuda = torch.cuda.is_available()
+            self._prof = profile(activities=[ProfilerActivity.CPU] + (
+                [ProfilerActivity.CUDA] if cuda else []))
+            _synchronize()
+            self._prof.start()
+            self._start = time.perf_counter()
+        elif batch_idx == self.first + self.steps and self._prof:
+            self._finish()
+
+    def _finish(self):
+        from mmengine.logging import print_log
+        from profiling import load_trace, trace_summary
+        _synchronize()
+        wall = time.perf_counter() - self._start
+        self._prof.stop()
+        self._prof.export_chrome_trace(self.path)
+        cuda = torch.cuda.is_available()
+        print_log('\n' + self._prof.key_averages().table(
+            sort_by='self_cuda_time_total' if cuda else 'self_cpu_time_total',
+            row_limit=25, max_name_column_width=60), logger='current')
+        self.result = dict(
+            trace=self.path, first_batch=self.first, steps=self.steps,
+            wall_ms_per_step=wall * 1e3 / self.steps,
+            **trace_summary(load_trace(self.path), self.steps))
+        self._prof = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self._at(batch_idx)
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None):
+        self._at(batch_idx)
+
+
+def _synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class _EpochEndStart(Hook):
@@ -166,10 +225,12 @@ def _point_at(cfg, folders, args, mode):
     from mmengine.config import ConfigDict
 
     def wrap(pipeline):
-        if args.pipeline != 'device' or (len(pipeline) == 1 and pipeline[0]
-                                         ['type'] == 'DecodeOnDevice'):
+        if args.pipeline != 'device':
             return pipeline
-        return [dict(type='DecodeOnDevice', pipeline=pipeline)]
+        if len(pipeline) == 1 and pipeline[0]['type'] == 'DecodeOnDevice':
+            pipeline = pipeline[0]['pipeline']
+        return [dict(type='DecodeOnDevice', pipeline=pipeline,
+                     cpu_share=args.cpu_share)]
 
     if mode == 'test':
         loader = cfg.test_dataloader
@@ -239,14 +300,31 @@ def bench_e2e(cfg, args, device, process_start):
     runner = Runner.from_cfg(cfg)
     runner.register_hook(timer)
     runner.register_hook(_EpochEndStart(timer))
+    profiler = None
+    if args.profile:
+        profiler = ProfileWindow(args.profile,
+                                 1 if mode == 'test' else args.warmup,
+                                 args.profile_steps)
+        runner.register_hook(profiler)
     if mode == 'test':
         runner.test()
     else:
         runner.train()
     hooks_end = time.perf_counter()
-    result = timer.summary(skip=1 if mode == 'test' else args.warmup)
+    profiled = () if profiler is None else range(
+        profiler.first, profiler.first + profiler.steps + 1)
+    result = timer.summary(skip=1 if mode == 'test' else args.warmup,
+                           exclude=profiled)
+    if profiler is not None:
+        if profiler.result is None:
+            raise RuntimeError(
+                f'e2e benchmark: --profile-steps {args.profile_steps} from '
+                f'batch {profiler.first} did not fit in the '
+                f'{len(timer.ends)} batches that ran')
+        result['profile'] = profiler.result
     result.update(
         pipeline=args.pipeline,
+        cpu_share=args.cpu_share if args.pipeline == 'device' else None,
         num_workers=(cfg.test_dataloader if mode == 'test' else
                      cfg.train_dataloader).num_workers,
         images=sum(timer.sizes),
