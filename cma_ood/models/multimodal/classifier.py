@@ -17,7 +17,8 @@ from ..utils.prompts import check_template, resolve_classnames
 from .clip_builder import build_clip, build_tokenizer, cached_tokenize
 from .clip_parts import clip_embed_dim, text_tower_parameters
 from .open_clip_builder import is_open_clip_arch
-from .clip_text import encode_text_truncated, round_length, text_length
+from .clip_text import (encode_text_truncated, pad_prompt_ids, round_length,
+                        text_length)
 from .clip_vision import encode_image_vit, is_clip_vit
 
 # CLIP's normalisation on the 0-255 scale of mmpretrain's preprocessors
@@ -70,6 +71,14 @@ class MultiModalClassifier(BaseModel):
         max_logit_scale (float): clamp of the exponentiated logit scale.
         text_batch_size (int): prompts encoded per forward when building
             the class embeddings.
+        train_prompt_multiple (int): the distinct classes of a training
+            batch have their prompts encoded in a batch padded to a multiple
+            of this (with copies of one prompt, whose embeddings are
+            dropped; at most as many as there are classes): a few shapes
+            instead of a new one almost every iteration, so that the
+            compiled text forward and cuDNN's attention plans are reused
+            (docs/benchmarks.md). The loss and gradients are those of the
+            unpadded batch. 1 switches it off. Defaults to 8.
         truncate_text (bool): run the text tower only up to the batch's
             last EOT token, with causal SDPA attention (identical results,
             see :mod:`cma_ood.models.clip_text`); openai-clip models only,
@@ -116,6 +125,7 @@ class MultiModalClassifier(BaseModel):
                  freeze_text: bool = False,
                  max_logit_scale: float = 100.0,
                  text_batch_size: int = 1024,
+                 train_prompt_multiple: int = 8,
                  truncate_text: bool = True,
                  fast_image_tower: bool = True,
                  compile: Union[bool, dict, str] = False,
@@ -141,6 +151,11 @@ class MultiModalClassifier(BaseModel):
         check_unique_names(self.ood_scorers)
         self.max_logit_scale = max_logit_scale
         self.text_batch_size = text_batch_size
+        if isinstance(train_prompt_multiple, bool) or not isinstance(
+                train_prompt_multiple, int) or train_prompt_multiple < 1:
+            raise ValueError('train_prompt_multiple must be a positive int, '
+                             f'got {train_prompt_multiple!r}')
+        self.train_prompt_multiple = train_prompt_multiple
         # our fast text tower applies to openai-clip's layout only
         self.truncate_text = truncate_text and not is_open_clip_arch(arch)
         self.fast_image_tower = fast_image_tower and is_clip_vit(
@@ -406,6 +421,9 @@ class MultiModalClassifier(BaseModel):
         image_embeds = self.encode_image(inputs)
         # each distinct class prompt is encoded once per batch
         classes, inverse = labels.unique(return_inverse=True)
+        # padded to a few sizes (rows past len(classes) are never indexed)
+        classes = pad_prompt_ids(classes, self.train_prompt_multiple,
+                                 self.num_classes)
         text_embeds = self._encode_train_prompts(classes)[inverse.to(
             inputs.device, non_blocking=True)]
         scale = self.logit_scale()

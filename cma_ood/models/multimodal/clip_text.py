@@ -21,6 +21,23 @@ def round_length(needed: int, max_length: int, multiple: int = 8) -> int:
     return min(max_length, -(-needed // multiple) * multiple)
 
 
+def pad_prompt_ids(ids: torch.Tensor, multiple: int,
+                   limit: int) -> torch.Tensor:
+    """``ids`` ``(n, )`` followed by repeats of ``ids[0]`` up to a multiple
+    of ``multiple`` (at most ``limit`` entries, never fewer than ``n``).
+
+    The distinct classes of a training batch vary in number from batch to
+    batch; encoding their prompts at a few padded sizes instead lets the
+    compiled text forward and cuDNN's attention plans, which are built per
+    shape, be reused (docs/benchmarks.md). Rows ``n:`` are copies whose
+    embeddings the caller drops: the first ``n`` rows are unchanged."""
+    n = ids.numel()
+    size = max(n, min(limit, -(-n // multiple) * multiple)) if n else 0
+    if size == n:
+        return ids
+    return torch.cat([ids, ids[:1].expand(size - n)])
+
+
 def text_length(tokens: torch.Tensor, multiple: int = 8) -> int:
     """Positions needed for ``tokens`` ``(N, L)``: the last EOT index + 1,
     rounded with :func:`round_length`. Synchronises with the device."""

@@ -73,6 +73,42 @@ def test_loss_equals_cma_on_per_sample_prompts():
     torch.testing.assert_close(out['logit_scale'], scale.detach())
 
 
+def test_training_prompts_are_encoded_padded_with_the_same_loss():
+    """train_prompt_multiple=8: 5 distinct classes of 20 are encoded as 8
+    prompts (capped at the class count: 20 distinct stay 20); the loss and
+    every gradient are those of the unpadded batch."""
+    names = [f'shape number {i}' for i in range(20)]
+    runs = {}
+    for multiple in (1, 8):
+        model = make_model(classnames=names, train_prompt_multiple=multiple,
+                           loss=dict(type='CMALoss', lam=0.3))
+        rows = []
+        model.clip.token_embedding.register_forward_pre_hook(
+            lambda m, args: rows.append(args[0].shape[0]))
+        data = batch(model, [3, 7, 7, 0, 19, 3, 12])
+        out = model(data['inputs'], data['data_samples'], mode='loss')
+        out['loss'].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+        data = batch(model, list(range(20)) * 2)
+        model(data['inputs'], data['data_samples'], mode='loss')
+        runs[multiple] = (rows, out, grads)
+    (rows1, out1, grads1), (rows8, out8, grads8) = runs[1], runs[8]
+    assert rows1 == [5, 20] and rows8 == [8, 20]
+    for key in out1:
+        torch.testing.assert_close(out8[key], out1[key], rtol=1e-6,
+                                   atol=1e-7)
+    assert grads8.keys() == grads1.keys() and len(grads1) > 10
+    for name in grads1:
+        # fp32 rounding of other matrix shapes: 1e-6 of each tensor's scale
+        scale = float(grads1[name].abs().max())
+        torch.testing.assert_close(grads8[name], grads1[name], rtol=0,
+                                   atol=1e-6 * scale, msg=name)
+    with pytest.raises(ValueError, match='train_prompt_multiple must be a '
+                       'positive int, got 0'):
+        make_model(train_prompt_multiple=0)
+
+
 def test_loss_gradients_reach_both_towers_and_logit_scale():
     model = make_model()
     data = batch(model, [0, 1, 2, 3])

@@ -85,3 +85,20 @@ def test_classifier_encode_prompts_sorted_batches_keep_order():
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain.encode_prompts(tokens), ref, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_pad_prompt_ids_to_a_multiple_capped_at_the_limit():
+    from cma_ood.models.multimodal.clip_text import pad_prompt_ids
+    ids = torch.tensor([4, 9, 11, 2, 7])
+    out = pad_prompt_ids(ids, 8, 1000)
+    assert out.tolist() == [4, 9, 11, 2, 7, 4, 4, 4]
+    assert pad_prompt_ids(ids, 8, 6).tolist() == [4, 9, 11, 2, 7, 4]
+    assert pad_prompt_ids(ids, 8, 3) is ids  # never fewer than given
+    assert pad_prompt_ids(ids, 5, 1000) is ids  # already a multiple
+    assert pad_prompt_ids(ids, 1, 1000) is ids
+    empty = torch.zeros(0, dtype=torch.long)
+    assert pad_prompt_ids(empty, 8, 1000).numel() == 0
+    # every size n maps to the multiple at or above it
+    for n in range(1, 40):
+        got = pad_prompt_ids(torch.arange(n), 8, 1000).numel()
+        assert got % 8 == 0 and n <= got < n + 8
