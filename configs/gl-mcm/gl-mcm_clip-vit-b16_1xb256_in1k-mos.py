@@ -6,7 +6,8 @@
 # FPR95 / AUROC in the 'mos' convention (GL-MCM's fpr_and_fdr_at_recall).
 # Score = max softmax(cos / T) + 0.5 * max over patches and classes of the
 # per-patch softmax(cos / T), the patch features taken from the last ViT
-# block's value path (GLMCMScorer; ViT towers only). MCM (T = 1) alongside.
+# block's value path (GLMCMScorer; ResNet towers: the attention pool's
+# value path). MCM (T = 1) alongside.
 #   python tools/test.py configs/gl-mcm/gl-mcm_clip-vit-b16_1xb256_in1k-mos.py
 _base_ = ['../mcm/mcm_clip-vit-b16_1xb256_in1k-mos.py']
 model = dict(

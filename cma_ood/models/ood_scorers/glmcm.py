@@ -2,13 +2,17 @@
 
 The global term is MCM on the embeddings the classifier passes; the local
 term needs the patch features of the same image forward, which the
-classifier does not compute. :class:`GLMCMScorer` reads the input tokens
-of the tower's last block through a shared
+classifier does not compute. For a ViT tower :class:`GLMCMScorer` reads the
+input tokens of the tower's last block through a shared
 :class:`~cma_ood.models.multimodal.clip_vision.LastBlockTap` (forward
 pre-hooks valid for the fast tower and for CLIP's own forward) and
 computes the value-path features from them
-(:func:`~cma_ood.models.multimodal.clip_vision.vit_local_features`): no
-second image forward.
+(:func:`~cma_ood.models.multimodal.clip_vision.vit_local_features`); for a
+ResNet tower it reads the attention pool's input feature map
+(:class:`~cma_ood.models.multimodal.clip_resnet.AttnPoolTap`) and computes
+GL-MCM's ResNet local features, ``c_proj(v_proj(x))`` per position
+(:func:`~cma_ood.models.multimodal.clip_resnet.resnet_local_features`). No
+second image forward either way.
 """
 from typing import Optional
 
@@ -16,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
+from ..multimodal.clip_resnet import (AttnPoolTap, is_clip_resnet,
+                                      resnet_local_features,
+                                      resnet_pooled_embedding)
 from ..multimodal.clip_vision import (is_clip_vit, last_block_tap,
                                       vit_class_token_embedding,
                                       vit_local_features)
@@ -36,9 +43,10 @@ class GLMCMScorer(BaseOoDScorer):
     G is MCM at ``temperature`` on the cosines to the ID prompts; L the
     largest softmax probability (over the ID classes, at the same
     temperature) of any patch feature
-    (:func:`~.functional.glmcm.glmcm_score`). openai-clip ViT towers only:
-    :meth:`prepare` refuses a ResNet tower (GL-MCM's ResNet variant reads
-    the attention pool, which is not implemented here).
+    (:func:`~.functional.glmcm.glmcm_score`). openai-clip towers, as in
+    GL-MCM's ``clip/model.py``: for a ViT the patch tokens through the last
+    block's value path, for a ResNet ``c_proj(v_proj(x))`` of each position
+    of the attention pool's input; :meth:`prepare` refuses other towers.
 
     Args:
         lambda_local (float): weight of L (GL-MCM's default 1.0; its
@@ -46,8 +54,9 @@ class GLMCMScorer(BaseOoDScorer):
         temperature (float): T of both softmaxes (GL-MCM: 1, raw cosine).
         return_parts (bool): also store G and L as the score variants
             ``name + '.global'`` and ``name + '.local'`` (MCM and L-MCM).
-        chunk_size (int): images whose patch features are computed at a
-            time (bounds the ``(chunk, 197, 4 * width)`` MLP activations).
+        chunk_size (int): images whose local features are computed at a
+            time (bounds the ``(chunk, 197, 4 * width)`` MLP activations of a
+            ViT).
         at_validation (bool): also score during validation in training.
         name (str, optional): ``'GL-MCM'`` by default.
     """
@@ -74,20 +83,31 @@ class GLMCMScorer(BaseOoDScorer):
         self.chunk_size = chunk_size
         self._visual = None
         self._tap = None
+        self._local = self._embed = None
         self._seen = None
         self._verified = False
         self.register_buffer('class_embeds', None, persistent=False)
 
     def prepare(self, context: ScorerContext) -> None:
         visual = context.image_tower
-        if not is_clip_vit(visual):
+        if isinstance(self._tap, AttnPoolTap):
+            self._tap.remove()  # prepared before: one hook at a time
+        if is_clip_vit(visual):
+            self._tap = last_block_tap(visual)
+            self._local, self._embed = (vit_local_features,
+                                        vit_class_token_embedding)
+        elif is_clip_resnet(visual):
+            self._tap = AttnPoolTap(visual)
+            self._local = resnet_local_features
+            self._embed = resnet_pooled_embedding
+        else:
             raise ValueError(
-                f'GLMCMScorer ({self.name}) needs an openai-clip ViT image '
-                'tower (its local features are the last transformer '
-                f"block's value path), got {type(visual).__name__}; use a "
-                "ViT arch such as 'ViT-B/16' or drop GLMCMScorer")
+                f'GLMCMScorer ({self.name}) needs an openai-clip ViT or '
+                'ResNet image tower (its local features are the last '
+                "transformer block's or the attention pool's value path), "
+                f'got {type(visual).__name__}; use an openai-clip arch such '
+                "as 'ViT-B/16' or 'RN50', or drop GLMCMScorer")
         self._visual = visual
-        self._tap = last_block_tap(visual)
         self._seen = self._tap.step
         self._verified = False
         self.class_embeds = context.class_embeddings().float()
@@ -99,9 +119,10 @@ class GLMCMScorer(BaseOoDScorer):
                 or value.shape[0] != image_embeds.shape[0]:
             raise RuntimeError(
                 f'GLMCMScorer ({self.name}): the tokens of the image '
-                "tower's last block were not captured for this batch (its "
-                'forward pre-hooks did not run). If the classifier compiles '
-                'its image forward (compile=True), build it with '
+                "tower's last block (the attention pool's input of a "
+                'ResNet) were not captured for this batch (its forward '
+                'pre-hooks did not run). If the classifier compiles its '
+                'image forward (compile=True), build it with '
                 "compile=False or 'auto' for GL-MCM")
         self._seen = tap.step
         return value
@@ -117,8 +138,7 @@ class GLMCMScorer(BaseOoDScorer):
         with torch.autocast(device.type, enabled=False):
             if not self._verified:
                 emb = F.normalize(
-                    vit_class_token_embedding(self._visual,
-                                              tokens).float(), dim=-1)
+                    self._embed(self._visual, tokens).float(), dim=-1)
                 cos = (emb * image_embeds.float()).sum(-1)
                 if bool((cos < _MATCH_COS).any()):
                     raise RuntimeError(
@@ -128,7 +148,7 @@ class GLMCMScorer(BaseOoDScorer):
                         'the image tower run on other images in between?')
                 self._verified = True
             for start in range(0, tokens.shape[0], self.chunk_size):
-                feats = vit_local_features(
+                feats = self._local(
                     self._visual, tokens[start:start + self.chunk_size])
                 local.append(
                     local_mcm_score(feats.float() @ text.T,

@@ -430,4 +430,5 @@ def test_csp_configs():
     demo = Config.fromfile(str(
         REPO / 'configs/demo/zero-shot-scores_clip-tiny-rn_1xb256_shapes.py'))
     assert [s.type for s in demo.model.ood_scorers] == [
-        'MCMScorer', 'NegLabelScorer', 'CSPScorer', 'AdaNegScorer']
+        'MCMScorer', 'NegLabelScorer', 'CSPScorer', 'AdaNegScorer',
+        'GLMCMScorer']

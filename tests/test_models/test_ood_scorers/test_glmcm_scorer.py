@@ -11,6 +11,10 @@ from mmengine.config import Config
 import cma_ood  # noqa: F401
 from _helpers import REPO
 from cma_ood.models import MultiModalClassifier
+from cma_ood.models.multimodal.clip_resnet import (AttnPoolTap,
+                                                   encode_image_local_resnet,
+                                                   resnet_local_features,
+                                                   resnet_pooled_embedding)
 from cma_ood.models.multimodal.clip_vision import encode_image_local_vit
 from cma_ood.models.ood_scorers.functional.glmcm import (glmcm_score,
                                                          local_mcm_score)
@@ -75,12 +79,87 @@ def test_scorer_in_the_classifier_matches_the_formula(fast):
                                rtol=1e-6)
 
 
+def resnet_classifier(**scorer):
+    """The tiny ResNet CLIP with its image tower rebuilt for 64 px inputs:
+    a 2 x 2 grid of local features (32 px gives one position)."""
+    from clip.model import ModifiedResNet
+    torch.manual_seed(0)
+    clf = MultiModalClassifier(
+        arch='tiny-rn-32px', pretrained=None, classnames=CLASSNAMES,
+        ood_scorers=[dict(type='GLMCMScorer', **scorer)])
+    clf.clip.visual = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=64,
+                                     heads=8, input_resolution=64, width=16)
+    return clf.eval()
+
+
+@torch.no_grad()
+def test_resnet_local_features_are_the_published_value_path():
+    """GL-MCM's AttentionPool2d.forward: x_local = c_proj(v_proj(x)) of
+    each position of the pool's input, no positional embedding, here in
+    float64 numpy; the map captured in the tower's forward also gives back
+    the tower's own output through the pool."""
+    visual = resnet_classifier().clip.visual
+    images = torch.randn(3, 3, 64, 64)
+    tap = AttnPoolTap(visual)
+    glob = visual(images)
+    tap.remove()
+    fmap = tap.value
+    assert fmap.shape == (3, 512, 2, 2) and tap.step == 1
+    pool = visual.attnpool
+    x = fmap.double().numpy().transpose(0, 2, 3, 1)  # (B, h, w, C)
+    v = x @ pool.v_proj.weight.double().numpy().T + \
+        pool.v_proj.bias.double().numpy()
+    want = v @ pool.c_proj.weight.double().numpy().T + \
+        pool.c_proj.bias.double().numpy()
+    want = want.reshape(3, 4, 64)
+    raw = resnet_local_features(visual, fmap, normalize=False)
+    np.testing.assert_allclose(raw.double().numpy(), want, rtol=1e-4,
+                               atol=1e-5)
+    unit = resnet_local_features(visual, fmap)
+    np.testing.assert_allclose(
+        unit.double().numpy(),
+        want / np.linalg.norm(want, axis=-1, keepdims=True), rtol=1e-4,
+        atol=1e-6)
+    torch.testing.assert_close(resnet_pooled_embedding(visual, fmap), glob)
+    g, loc = encode_image_local_resnet(visual, images)
+    torch.testing.assert_close(g, torch.nn.functional.normalize(glob, dim=-1))
+    torch.testing.assert_close(loc, unit)
+    with pytest.raises(ValueError, match=r'\(B, C, h, w\) input of the '
+                       'attention pool with C = 512'):
+        resnet_local_features(visual, fmap[:, :64])
+
+
+@torch.no_grad()
+def test_scorer_with_a_resnet_tower_matches_the_formula():
+    clf = resnet_classifier(lambda_local=0.5, return_parts=True,
+                            chunk_size=2)
+    images = torch.randn(5, 3, 64, 64)
+    out = clf.predict(images)
+    text = clf.class_embeddings()
+    glob, local = encode_image_local_resnet(clf.clip.visual, images)
+    want = published_glmcm((glob @ text.T).numpy().astype(np.float64),
+                           (local @ text.T).numpy().astype(np.float64),
+                           1.0, 0.5)
+    got = np.array([ds.ood_scores['GL-MCM'] for ds in out])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    parts = np.array([[ds.ood_scores['GL-MCM.global'],
+                       ds.ood_scores['GL-MCM.local']] for ds in out])
+    np.testing.assert_allclose(parts[:, 0] + 0.5 * parts[:, 1], got,
+                               rtol=1e-6)
+    # L: the largest per-position softmax over 5 classes, in (1/5, 1]
+    assert (parts[:, 1] > 1 / 5).all() and (parts[:, 1] <= 1).all()
+    # preparing again (new weights) keeps one hook on the pool
+    clf.prepare_scorers()
+    clf.prepare_scorers()
+    assert len(clf.clip.visual.attnpool._forward_pre_hooks) == 1
+
+
 @torch.no_grad()
 def test_errors_name_the_problem():
-    clf = MultiModalClassifier(arch='tiny-rn-32px', pretrained=None,
-                               classnames=CLASSNAMES,
-                               ood_scorers=[dict(type='GLMCMScorer')]).eval()
-    with pytest.raises(ValueError, match='ViT image tower.*ModifiedResNet'):
+    clf = resnet_classifier()
+    clf.clip.visual = torch.nn.Identity()
+    with pytest.raises(ValueError, match='needs an openai-clip ViT or ResNet '
+                       'image tower .*got Identity'):
         clf.prepare_scorers()
     clf = MultiModalClassifier(arch='tiny-vit-32px', pretrained=None,
                                classnames=CLASSNAMES,
