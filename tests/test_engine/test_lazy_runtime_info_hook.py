@@ -22,11 +22,12 @@ def fake_runner(hooks, epoch_len, max_iters, name):
         message_hub=MessageHub.get_instance(name))
 
 
-def due_iterations(runner, epoch_len, max_iters, interval=None):
+def due_iterations(runner, epoch_len, max_iters, interval=None,
+                   with_logger=True):
     due = []
     for it in range(max_iters):
         runner.iter = it
-        if host_read_due(runner, it % epoch_len, interval):
+        if host_read_due(runner, it % epoch_len, interval, with_logger):
             due.append(it + 1)
     return due
 
@@ -43,11 +44,19 @@ def test_due_at_logger_checkpoint_and_epoch_ends():
     assert due_iterations(runner, 10, 25) == expected
     assert 14 in expected and 13 not in expected  # batch 4 of epoch 2
     # an epoch-based checkpoint does not add iterations; an explicit
-    # interval replaces the logger's
+    # interval adds to the logger's, or (FiniteLossHook's) replaces it
     hooks = [LoggerHook(interval=4), CheckpointHook(interval=6)]
     runner = fake_runner(hooks, 10, 25, 'due_b')
     assert due_iterations(runner, 10, 25, interval=7) == [
-        7, 10, 14, 17, 20, 21, 25]
+        i for i in range(1, 26) if i % 7 == 0 or i % 4 == 0
+        or ((i - 1) % 10 + 1) % 4 == 0 or i % 10 == 0 or i == 25]
+    assert due_iterations(runner, 10, 25, interval=7, with_logger=False) == [
+        7, 10, 14, 20, 21, 25]
+    # CheckpointHook's save_begin: saves (and reads) at 3, 8, 13, ...
+    hooks = [CheckpointHook(interval=5, by_epoch=False, save_begin=3)]
+    runner = fake_runner(hooks, 100, 25, 'due_c')
+    assert due_iterations(runner, 100, 25, with_logger=False) == [
+        3, 8, 13, 18, 23, 25]
 
 
 def stub_runner(name, epoch_len=10, max_iters=10):
@@ -93,6 +102,25 @@ def test_same_values_as_runtime_info_hook_bf16_and_eager():
     hook.flush(lazy)
     assert list(lazy.message_hub.log_scalars['train/loss'].data[0]) == list(
         eager.message_hub.log_scalars['train/loss'].data[0])
+
+
+def test_validation_and_other_checkpoints_read_first():
+    """A validation inside training, and a checkpoint saved between two
+    reads (e.g. validation's best checkpoint), get the complete history."""
+    runner = stub_runner('lazy_val')
+    hook = LazyRuntimeInfoHook(interval=100)
+    hook.after_train_iter(runner, 0, outputs=dict(loss=torch.tensor(2.0)))
+    hook.before_val(runner)
+    assert list(runner.message_hub.log_scalars['train/loss'].data[0]) == [2.0]
+    runner.iter = 1
+    hook.after_train_iter(runner, 1, outputs=dict(loss=torch.tensor(3.0)))
+    stale = dict(message_hub=runner.message_hub.state_dict())
+    hook.before_save_checkpoint(runner, stale)
+    buf = stale['message_hub']['log_scalars']['train/loss']
+    assert list(buf.data[0]) == [2.0, 3.0]
+    untouched = dict(meta=1)  # nothing pending: left as it is
+    hook.before_save_checkpoint(runner, untouched)
+    assert untouched == dict(meta=1)
 
 
 def test_interval_must_be_positive():

@@ -579,6 +579,33 @@ def test_nan_loss_read_late_still_names_its_iteration(tmp_path):
     assert not (tmp_path / 'last_checkpoint').exists()
 
 
+def test_finite_loss_hook_checks_before_validation_and_any_save(tmp_path):
+    """Pending non-finite losses are raised before a validation (inside an
+    iteration-based loop) and before a checkpoint saved between reads."""
+    from cma_ood.engine.hooks import FiniteLossHook
+    runner = types_runner(tmp_path)
+    for stage in ('before_val', 'before_save_checkpoint'):
+        hook = FiniteLossHook(interval=100)
+        runner.iter = 0
+        hook.after_train_iter(runner, 0, outputs=dict(
+            loss=torch.tensor(float('inf'))))
+        args = (dict(), ) if stage == 'before_save_checkpoint' else ()
+        with pytest.raises(FloatingPointError, match='Non-finite loss at '
+                           'iteration 1 .*loss=inf'):
+            getattr(hook, stage)(runner, *args)
+        getattr(hook, stage)(runner, *args)  # nothing pending any more
+
+
+def types_runner(tmp_path):
+    import types
+    from mmengine.hooks import LoggerHook
+    from mmengine.logging import MessageHub
+    return types.SimpleNamespace(
+        hooks=[LoggerHook(interval=10)], train_dataloader=[None] * 50,
+        max_iters=100, iter=0, epoch=0,
+        message_hub=MessageHub.get_instance(f'fin_{tmp_path.name}'))
+
+
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.manual_seed(0)
     other = MODELS.build(dict(type='MultiModalClassifier',

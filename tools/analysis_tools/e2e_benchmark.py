@@ -168,7 +168,7 @@ class ProfileWindow(Hook):
 
     def _at(self, batch_idx):
         from torch.profiler import ProfilerActivity, profile
-        if batch_idx == self.first:
+        if batch_idx == self.first and self._start is None:  # once
             cuda = torch.cuda.is_available()
             self._prof = profile(activities=[ProfilerActivity.CPU] + (
                 [ProfilerActivity.CUDA] if cuda else []))

@@ -3,35 +3,38 @@ from typing import Dict, List, Optional
 
 import torch
 from mmengine.hooks import CheckpointHook, LoggerHook, RuntimeInfoHook
+from mmengine.utils import apply_to
 from mmpretrain.registry import HOOKS
 
 
-def host_read_due(runner, batch_idx: int,
-                  interval: Optional[int] = None) -> bool:
+def host_read_due(runner, batch_idx: int, interval: Optional[int] = None,
+                  with_logger: bool = True) -> bool:
     """Whether the training iteration ``batch_idx`` that just ended must
     bring its logged values to the host.
 
-    True every ``interval`` iterations (``None``: the ``LoggerHook``'s
-    interval, counted in the epoch and over the run, as ``LoggerHook``
-    counts them), at the end of an epoch and of training, and at the
-    iterations where a by-iteration ``CheckpointHook`` saves (the message
-    hub's state goes into the checkpoint). Anything that reads the losses
-    more often (e.g. a ``ReduceOnPlateauParamScheduler`` stepped by
-    iteration on the training loss) needs MMEngine's ``RuntimeInfoHook``.
+    True every ``interval`` iterations, at the ``LoggerHook``'s iterations
+    (``with_logger``; counted in the epoch and over the run, as
+    ``LoggerHook`` counts them), at the end of an epoch and of training, and
+    at the iterations where a by-iteration ``CheckpointHook`` saves (its
+    ``interval`` from ``save_begin``: the message hub's state goes into the
+    checkpoint). Checkpoints saved elsewhere (validation's best checkpoint)
+    are covered by the hooks' ``before_val`` and ``before_save_checkpoint``.
+    Anything that reads the losses more often (e.g. a
+    ``ReduceOnPlateauParamScheduler`` stepped by iteration on the training
+    loss) needs MMEngine's ``RuntimeInfoHook``.
     """
-    intervals = set()
-    if interval is not None:
-        intervals.add(interval)
-    for hook in runner.hooks:
-        if isinstance(hook, LoggerHook) and interval is None:
-            intervals.add(hook.interval)
-        elif isinstance(hook, CheckpointHook) and not hook.by_epoch \
-                and hook.interval > 0:
-            intervals.add(hook.interval)
-    done = runner.iter + 1
-    inner = batch_idx + 1
-    if any(done % n == 0 or inner % n == 0 for n in intervals):
+    done, inner = runner.iter + 1, batch_idx + 1
+    if interval is not None and done % interval == 0:
         return True
+    for hook in runner.hooks:
+        if isinstance(hook, LoggerHook) and with_logger:
+            n = hook.interval
+            if n > 0 and (done % n == 0 or inner % n == 0):
+                return True
+        elif isinstance(hook, CheckpointHook) and not hook.by_epoch \
+                and hook.every_n_train_iters(runner, hook.interval,
+                                             hook.save_begin):
+            return True
     loader = runner.train_dataloader
     return inner == len(loader) or done >= runner.max_iters
 
@@ -49,14 +52,15 @@ class LazyRuntimeInfoHook(RuntimeInfoHook):
     (docs/benchmarks.md). This hook keeps the tensors (detached) and writes
     them to the message hub in iteration order, all with one device
     synchronisation, at the iterations :func:`host_read_due` names: the
-    logger's, the checkpoints', the last of each epoch. Between those the
-    message hub holds the values of the last read, so what the logger
-    prints and what a checkpoint stores are exactly as with
-    ``RuntimeInfoHook``.
+    logger's, the checkpoints', the last of each epoch, and before each
+    validation; a checkpoint saved at any other time (e.g. validation's best
+    checkpoint) gets the message hub read first. Between those the message
+    hub holds the values of the last read, so what the logger prints and
+    what a checkpoint stores are exactly as with ``RuntimeInfoHook``.
 
     Args:
-        interval (int, optional): read at least every ``interval``
-            iterations. Defaults to None (the logger's interval).
+        interval (int, optional): also read every ``interval`` iterations.
+            Defaults to None (the logger's and checkpoints' iterations).
     """
     priority = 'VERY_HIGH'
 
@@ -92,6 +96,18 @@ class LazyRuntimeInfoHook(RuntimeInfoHook):
         for outputs in _to_host(pending):
             for key, value in outputs.items():
                 runner.message_hub.update_scalar(f'train/{key}', value)
+
+    def before_val(self, runner) -> None:
+        self.flush(runner)  # validation inside training (and its hooks)
+        super().before_val(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._pending and 'message_hub' in checkpoint:
+            # saved between two reads: store the complete history
+            self.flush(runner)
+            checkpoint['message_hub'] = apply_to(
+                runner.message_hub.state_dict(),
+                lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
     def after_train(self, runner) -> None:
         self.flush(runner)  # e.g. a loop stopped early

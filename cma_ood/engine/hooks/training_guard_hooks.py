@@ -20,9 +20,11 @@ class FiniteLossHook(Hook):
     wait for the GPU to finish the iteration (docs/benchmarks.md), so the
     hook keeps each iteration's finiteness on the device and reads it at
     the iterations :func:`host_read_due` names: every ``interval``
-    iterations, at each by-iteration checkpoint, at the end of each epoch.
-    It runs before the checkpoint and logger hooks of the same iteration,
-    so no checkpoint holds the weights of a non-finite step. Raises
+    iterations (by default the logger's), at each by-iteration checkpoint,
+    at the end of each epoch; and before each validation and each
+    checkpoint saved at another time. It runs before the checkpoint and
+    logger hooks of the same iteration, so no checkpoint holds the weights
+    of a non-finite step and no validation runs on them. Raises
     ``FloatingPointError`` naming the first non-finite iteration, its
     values, the last checkpoint and what to try.
 
@@ -55,8 +57,15 @@ class FiniteLossHook(Hook):
             }
             self._pending.append(
                 (runner.iter + 1, runner.epoch + 1, batch_idx + 1, values))
-        if host_read_due(runner, batch_idx, self.interval):
+        if host_read_due(runner, batch_idx, self.interval,
+                         with_logger=self.interval is None):
             self.check(runner)
+
+    def before_val(self, runner) -> None:
+        self.check(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.check(runner)  # raising here keeps the checkpoint unwritten
 
     def after_train(self, runner) -> None:
         self.check(runner)

@@ -54,7 +54,7 @@ def resnet_local_features(visual: nn.Module,
             f'pool with C = {pool.v_proj.in_features}, got shape '
             f'{tuple(feature_map.shape)}')
     x = feature_map.to(pool.v_proj.weight.dtype).flatten(2).transpose(1, 2)
-    x = pool.c_proj(pool.v_proj(x))
+    x = pool.c_proj(pool.v_proj(x)).float()  # GL-MCM: .float(), then norm
     return F.normalize(x, dim=-1) if normalize else x
 
 
