@@ -55,6 +55,24 @@ def test_glmcm_score_is_the_published_formula():
         glmcm_score(torch.zeros(4, 5), torch.zeros(4, 9, 6))
 
 
+def assert_published_scores(clf, images, glob, local):
+    """The classifier's GL-MCM (lambda 0.5, T = 1, return_parts) of
+    ``images`` is the published formula on ``glob`` / ``local`` and equals
+    G + 0.5 L; returns the (B, 2) parts."""
+    out = clf.predict(images)
+    text = clf.class_embeddings()
+    want = published_glmcm((glob @ text.T).numpy().astype(np.float64),
+                           (local @ text.T).numpy().astype(np.float64),
+                           1.0, 0.5)
+    got = np.array([ds.ood_scores['GL-MCM'] for ds in out])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    parts = np.array([[ds.ood_scores['GL-MCM.global'],
+                       ds.ood_scores['GL-MCM.local']] for ds in out])
+    np.testing.assert_allclose(parts[:, 0] + 0.5 * parts[:, 1], got,
+                               rtol=1e-6)
+    return parts
+
+
 @pytest.mark.parametrize('fast', [True, False])
 @torch.no_grad()
 def test_scorer_in_the_classifier_matches_the_formula(fast):
@@ -65,18 +83,8 @@ def test_scorer_in_the_classifier_matches_the_formula(fast):
         ood_scorers=[dict(type='GLMCMScorer', lambda_local=0.5,
                           return_parts=True, chunk_size=2)]).eval()
     images = torch.randn(5, 3, 32, 32)
-    out = clf.predict(images)
-    text = clf.class_embeddings()
     glob, local = encode_image_local_vit(clf.clip.visual, images, fast=True)
-    want = published_glmcm((glob @ text.T).numpy().astype(np.float64),
-                           (local @ text.T).numpy().astype(np.float64),
-                           1.0, 0.5)
-    got = np.array([ds.ood_scores['GL-MCM'] for ds in out])
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    parts = np.array([[ds.ood_scores['GL-MCM.global'],
-                       ds.ood_scores['GL-MCM.local']] for ds in out])
-    np.testing.assert_allclose(parts[:, 0] + 0.5 * parts[:, 1], got,
-                               rtol=1e-6)
+    assert_published_scores(clf, images, glob, local)
 
 
 def resnet_classifier(**scorer):
@@ -134,18 +142,8 @@ def test_scorer_with_a_resnet_tower_matches_the_formula():
     clf = resnet_classifier(lambda_local=0.5, return_parts=True,
                             chunk_size=2)
     images = torch.randn(5, 3, 64, 64)
-    out = clf.predict(images)
-    text = clf.class_embeddings()
     glob, local = encode_image_local_resnet(clf.clip.visual, images)
-    want = published_glmcm((glob @ text.T).numpy().astype(np.float64),
-                           (local @ text.T).numpy().astype(np.float64),
-                           1.0, 0.5)
-    got = np.array([ds.ood_scores['GL-MCM'] for ds in out])
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    parts = np.array([[ds.ood_scores['GL-MCM.global'],
-                       ds.ood_scores['GL-MCM.local']] for ds in out])
-    np.testing.assert_allclose(parts[:, 0] + 0.5 * parts[:, 1], got,
-                               rtol=1e-6)
+    parts = assert_published_scores(clf, images, glob, local)
     # L: the largest per-position softmax over 5 classes, in (1/5, 1]
     assert (parts[:, 1] > 1 / 5).all() and (parts[:, 1] <= 1).all()
     # preparing again (new weights) keeps one hook on the pool
